@@ -1,0 +1,293 @@
+"""Validation and normalisation of what users log: the rules documented in docs/conventions.md.
+
+Everything here runs in the caller's thread. The metric path is kept to a dict lookup and a float
+conversion per scalar; images, figures and artifacts are only checked here and encoded or copied
+by the journal writer.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import posixpath
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from loggerhub_hookspecs import Box
+
+MAX_STEP = 2**63 - 1
+MAX_KEY_LENGTH = 4096
+MAX_IMAGE_SIDE = 16384
+REDACTED = "***REDACTED***"
+
+_SECRET_KEY = re.compile(
+    r"(token|secret|passw(or)?d|api[_-]?key|apikey|credential|private[_-]?key|auth)", re.IGNORECASE
+)
+# Environment values shorter than this are too likely to collide with ordinary parameter values.
+_MIN_SECRET_LENGTH = 6
+
+
+class InvalidInput(ValueError):
+    """A value given to ``run.log_*`` that loggerhub cannot record as it is."""
+
+
+def check_key(key: object) -> str:
+    """A canonical key: any non-empty string up to 4096 characters; ``/`` groups."""
+    if not isinstance(key, str):
+        raise InvalidInput(f"keys must be str, got {type(key).__name__}: {_short(key)}")
+    if not key or key.isspace():
+        raise InvalidInput("keys must be non-empty")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidInput(f"key longer than {MAX_KEY_LENGTH} characters: {_short(key)}")
+    return key
+
+
+def check_step(step: object) -> int:
+    """An integer ``0 <= step < 2**63``; integral floats and numpy integers are accepted."""
+    if isinstance(step, bool):
+        raise InvalidInput("step must be an integer, got bool")
+    if isinstance(step, int):
+        value = step
+    else:
+        try:
+            as_float = float(step)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise InvalidInput(f"step must be an integer, got {type(step).__name__}") from None
+        if not as_float.is_integer():
+            raise InvalidInput(f"step must be an integer, got {_short(step)}")
+        value = int(as_float)
+    if not 0 <= value <= MAX_STEP:
+        raise InvalidInput(f"step must be between 0 and 2**63-1, got {value}")
+    return value
+
+
+def check_epoch(epoch: object) -> int | None:
+    return None if epoch is None else check_step(epoch)
+
+
+def metric_value(value: object) -> float:
+    """A scalar as float. NaN and infinities are kept; strings and containers are refused."""
+    if type(value) is float:
+        return value  # type: ignore[return-value]
+    if isinstance(value, (str, bytes, Mapping)) or value is None:
+        raise InvalidInput(f"metric values must be numbers, got {type(value).__name__}")
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidInput(
+            f"metric values must be numbers or 0-d arrays, got {type(value).__name__}: {_short(value)}"
+        ) from None
+
+
+# --------------------------------------------------------------------------- params
+
+
+def flatten_params(params: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested mappings with ``/``: ``{"opt": {"lr": 1}}`` becomes ``{"opt/lr": 1}``.
+
+    Lists and tuples stay single values (their items normalised). Keys are turned into strings.
+    """
+    flat: dict[str, Any] = {}
+    for raw_key, value in params.items():
+        key = f"{prefix}/{raw_key}" if prefix else str(raw_key)
+        if isinstance(value, Mapping):
+            if value:
+                flat.update(flatten_params(value, key))
+            else:
+                flat[check_key(key)] = {}
+        else:
+            flat[check_key(key)] = param_value(value)
+    return flat
+
+
+def param_value(value: Any) -> Any:
+    """JSON scalars stay; numpy scalars become Python ones; anything else becomes its ``str``."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [param_value(item) for item in value]
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "ndim", None) == 0:
+        try:
+            return param_value(item())
+        except Exception:  # noqa: BLE001 - fall back to str below
+            pass
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not break logging
+        return f"<unprintable {type(value).__name__}>"
+
+
+class Redactor:
+    """Replaces secrets in params and messages before they reach the journal or any tracker.
+
+    A value is secret when its key looks like a credential (token, secret, password, api_key, ...)
+    or when it equals a credential found in the environment when the run started.
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self._env_secrets = sorted(
+            {v for k, v in env.items() if _SECRET_KEY.search(k) and len(v) >= _MIN_SECRET_LENGTH},
+            key=len,
+            reverse=True,
+        )
+
+    def params(self, flat: Mapping[str, Any]) -> dict[str, Any]:
+        return {key: self._value(key, value) for key, value in flat.items()}
+
+    def _value(self, key: str, value: Any) -> Any:
+        if value is not None and _SECRET_KEY.search(key.rsplit("/", 1)[-1]):
+            return REDACTED
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, list):
+            return [self._value("", item) for item in value]
+        return value
+
+    def text(self, text: str) -> str:
+        for secret in self._env_secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+
+# --------------------------------------------------------------------------- images
+
+ACCEPTED_IMAGES = (
+    "numpy arrays HW, HWC or CHW (1, 3 or 4 channels; uint8, bool, or float in 0-1), "
+    "PIL images, torch tensors, and paths to image files"
+)
+
+
+def image_array(image: Any) -> Any:
+    """Normalise an image to a C-contiguous uint8 numpy array of shape HW, HWx3 or HWx4.
+
+    Always returns a copy, so the caller may reuse its buffer at once.
+    """
+    import numpy as np
+
+    module = type(image).__module__
+    if module.startswith("PIL."):
+        return _pil_array(image)
+    if module.startswith("torch"):
+        image = image.detach().cpu().numpy()
+    if isinstance(image, (str, os.PathLike)):
+        return _file_array(os.fspath(image))
+    if not isinstance(image, np.ndarray):
+        raise InvalidInput(f"cannot log {type(image).__name__} as an image; accepted: {ACCEPTED_IMAGES}")
+    array = image
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
+        array = array.transpose(1, 2, 0)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise InvalidInput(f"image shape {image.shape} is not HW, HWC or CHW with 1, 3 or 4 channels")
+    height, width = array.shape[:2]
+    if not (0 < height <= MAX_IMAGE_SIDE and 0 < width <= MAX_IMAGE_SIDE):
+        raise InvalidInput(f"image sides must be 1 to {MAX_IMAGE_SIDE} pixels, got {width}x{height}")
+    if array.dtype == np.uint8:
+        return np.array(array, dtype=np.uint8, order="C", copy=True)
+    if array.dtype == np.bool_:
+        return np.ascontiguousarray(array, dtype=np.uint8) * 255
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise InvalidInput("float images must not contain NaN or infinity")
+        low, high = float(array.min()), float(array.max())
+        if low < 0.0 or high > 1.0:
+            raise InvalidInput(
+                f"float images must lie in 0-1, got values from {low:g} to {high:g}; "
+                "scale them, or pass uint8"
+            )
+        return np.ascontiguousarray(np.rint(array * 255.0), dtype=np.uint8)
+    raise InvalidInput(f"image dtype {array.dtype} is not accepted; accepted: {ACCEPTED_IMAGES}")
+
+
+def _pil_array(image: Any) -> Any:
+    import numpy as np
+
+    if image.mode not in ("L", "RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    array = np.array(image, dtype=np.uint8)
+    height, width = array.shape[:2]
+    if not (0 < height <= MAX_IMAGE_SIDE and 0 < width <= MAX_IMAGE_SIDE):
+        raise InvalidInput(f"image sides must be 1 to {MAX_IMAGE_SIDE} pixels, got {width}x{height}")
+    return array
+
+
+def _file_array(path: str) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise InvalidInput(f"image file not found: {path}")
+    try:
+        with Image.open(path) as opened:
+            if opened.width > MAX_IMAGE_SIDE or opened.height > MAX_IMAGE_SIDE:
+                raise InvalidInput(f"image sides must be at most {MAX_IMAGE_SIDE} pixels: {path}")
+            return _pil_array(opened)
+    except UnidentifiedImageError:
+        raise InvalidInput(f"not an image file: {path}") from None
+
+
+def boxes(raw: Iterable[Any] | None, width: int, height: int) -> tuple[Box, ...]:
+    """Boxes as :class:`Box`, or mappings with ``box`` = ``[x0, y0, x1, y1]`` in pixels plus
+    optional ``label``, ``score`` and ``class_id``. Corners are ordered and must be finite."""
+    if raw is None:
+        return ()
+    result = []
+    for item in raw:
+        if isinstance(item, Box):
+            box = item
+        elif isinstance(item, Mapping):
+            try:
+                x0, y0, x1, y1 = (float(v) for v in item["box"])
+            except (KeyError, TypeError, ValueError):
+                raise InvalidInput(
+                    "each box needs 'box': [x0, y0, x1, y1] in pixels; "
+                    f"got {_short(item)}"
+                ) from None
+            score = item.get("score")
+            class_id = item.get("class_id")
+            label = item.get("label")
+            box = Box(
+                x0, y0, x1, y1,
+                label=None if label is None else str(label),
+                score=None if score is None else float(score),
+                class_id=None if class_id is None else int(class_id),
+            )
+        else:
+            raise InvalidInput(f"a box must be a loggerhub.Box or a mapping, got {type(item).__name__}")
+        coords = (box.x0, box.y0, box.x1, box.y1)
+        if not all(math.isfinite(c) for c in coords):
+            raise InvalidInput(f"box corners must be finite: {coords}")
+        x0, x1 = sorted((box.x0, box.x1))
+        y0, y1 = sorted((box.y0, box.y1))
+        result.append(Box(x0, y0, x1, y1, box.label, box.score, box.class_id))
+    return tuple(result)
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def artifact_name(name: str) -> str:
+    """A relative ``/``-separated name that cannot leave the run directory."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput("artifact names must be non-empty strings")
+    unified = name.replace("\\", "/")
+    if unified.startswith("/") or re.match(r"^[A-Za-z]:", unified):
+        raise InvalidInput(f"artifact names must be relative: {name!r}")
+    parts = [p for p in unified.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise InvalidInput(f"artifact names must not contain '..': {name!r}")
+    return posixpath.join(*parts)
+
+
+def _short(value: object, limit: int = 80) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

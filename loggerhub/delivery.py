@@ -1,0 +1,349 @@
+"""Delivery: one consumer per tracker reads the journal and calls that tracker's plugin.
+
+While a run is live, each tracker's consumer runs in its own process
+(``python -m loggerhub.delivery RUN_DIR --backend NAME --follow``), at lower CPU priority than the
+trainer. A process per tracker keeps the trainer's GIL free of SDK imports and network code,
+keeps one SDK's side effects (Comet patching MLflow, say) away from the others, and lets a hung or
+crashing client fail alone. ``loggerhub sync`` runs the same :class:`Consumer` in the foreground.
+
+A consumer commits its position in ``consumers/<name>.json`` after every batch the plugin
+acknowledged, and holds ``consumers/<name>.lock`` so that two deliveries of one tracker never run
+at once. Records are delivered in journal order; a restarted consumer goes on from its offset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loggerhub_hookspecs import MetricPoint, Rejected, RunInfo, Status
+
+from loggerhub import journal as j
+from loggerhub._normalize import Redactor
+from loggerhub.plugins import BackendHooks, get_plugin_manager, resolve
+
+BATCH_POINTS = 1000
+POLL_SECONDS = 0.05
+LIVENESS_SECONDS = 1.0
+
+
+class DeliveryBusy(RuntimeError):
+    """Another process is delivering this run to this tracker right now."""
+
+
+class _Stopped(Exception):
+    """The consumer was asked to stop, or ran out of time, in the middle of a retry."""
+
+
+@dataclass
+class ConsumerStatus:
+    """What ``consumers/<name>.json`` holds: the delivered position and the plugin's state."""
+
+    offset: int = -1
+    state: dict[str, Any] | None = None
+    delivered: int = 0
+    rejected: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    finished: bool = False
+
+    @classmethod
+    def load(cls, path: Path) -> ConsumerStatus:
+        import json
+
+        if not path.exists():
+            return cls()
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def consumer_names(paths: j.RunPaths) -> list[str]:
+    return sorted(p.stem for p in paths.consumers.glob("*.json"))
+
+
+class Consumer:
+    """Delivers one run's journal to one tracker plugin."""
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        backend: str,
+        *,
+        plugin: Any = None,
+        follow: bool = False,
+        stop: threading.Event | None = None,
+        timeout: float | None = None,
+        backoff: tuple[float, float] = (0.5, 30.0),
+        progress: Callable[[int], None] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.paths = j.RunPaths(run_dir)
+        self.backend = backend
+        self._plugin = plugin
+        self._follow = follow
+        self._stop = stop or threading.Event()
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._backoff = backoff
+        self._progress = progress
+        self._log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        self._redactor = Redactor()
+        self._status_path = self.paths.consumer_file(backend)
+        self.status = ConsumerStatus.load(self._status_path)
+        self._attached = False
+        self._failing = False
+        self._end_seq = -2
+
+    # -- public -------------------------------------------------------------------------------
+
+    def run(self) -> ConsumerStatus:
+        """Deliver until caught up (or, when following, until the run ends or its logger dies)."""
+        self.paths.consumers.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(self.paths.consumers / f"{self.backend}.lock", os.O_RDWR | os.O_CREAT)
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise DeliveryBusy(
+                    f"another process is delivering {self.paths.root} to {self.backend}"
+                ) from None
+            plugin = self._plugin if self._plugin is not None else resolve([self.backend])[0].load()
+            self._hooks = BackendHooks(get_plugin_manager({self.backend: plugin}), self.backend)
+            self._commit(self.status.offset)
+            try:
+                self._deliver_all()
+            except _Stopped:
+                pass
+            return self.status
+        finally:
+            os.close(lock_fd)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _deliver_all(self) -> None:
+        reader = j.JournalReader(self.paths.root)
+        next_liveness_check = 0.0
+        while True:
+            self._drain(reader)
+            if not self._follow or self._stop.is_set():
+                return
+            if self.status.finished:
+                return
+            if self._deadline is not None and time.monotonic() > self._deadline:
+                return
+            if time.monotonic() >= next_liveness_check:
+                if not j.run_is_live(self.paths):
+                    # The logging process died without ending the run: take what it flushed.
+                    self._drain(reader)
+                    return
+                next_liveness_check = time.monotonic() + LIVENESS_SECONDS
+            self._stop.wait(POLL_SECONDS)
+
+    def _drain(self, reader: j.JournalReader) -> None:
+        points: list[MetricPoint] = []
+        last_metric_seq = -1
+        for entry in reader.entries(after=self.status.offset):
+            if entry.type == j.METRICS:
+                points.extend(j.metric_points(entry))
+                last_metric_seq = entry.seq
+                if len(points) >= BATCH_POINTS:
+                    self._deliver(last_metric_seq, self._metrics_call(points), count=len(points))
+                    points = []
+                continue
+            if points:
+                self._deliver(last_metric_seq, self._metrics_call(points), count=len(points))
+                points = []
+            self._deliver(entry.seq, lambda e=entry: self._dispatch(e), count=1)
+        if points:
+            self._deliver(last_metric_seq, self._metrics_call(points), count=len(points))
+
+    def _metrics_call(self, points: list[MetricPoint]) -> Callable[[], None]:
+        def call() -> None:
+            self._ensure_attached()
+            self._hooks.log_metrics(points)
+
+        return call
+
+    def _dispatch(self, entry: j.Entry) -> None:
+        kind = entry.type
+        if kind == j.REJECTED:
+            return  # input loggerhub itself refused; it stays in the journal for the record
+        if kind == j.RUN_START:
+            state: dict[str, Any] = {}
+            self._hooks.run_start(self._run_info(), state)
+            self.status.state = state
+            self._attached = True
+            config = entry.data.get("config")
+            if config:
+                self._hooks.log_params(config)
+            return
+        if kind == j.RUN_RESUME:
+            self._ensure_attached()
+            return
+        self._ensure_attached()
+        if kind == j.RUN_END:
+            self._hooks.run_end(self._run_info(), Status(entry.data["status"]))
+            self._attached = False
+            self._end_seq = entry.seq
+            return
+        record = j.decode(entry, self.paths.root)
+        if kind == j.PARAMS:
+            self._hooks.log_params(record)
+        elif kind == j.IMAGE:
+            self._hooks.log_image(record)
+        elif kind == j.FIGURE:
+            self._hooks.log_figure(record)
+        elif kind == j.ARTIFACT:
+            self._hooks.log_artifact(record)
+        elif kind == j.CHECKPOINT:
+            self._hooks.checkpoint_saved(record)
+        elif kind == j.TEXT:
+            self._hooks.log_text(record)
+        elif kind == j.TABLE:
+            self._hooks.log_table(record)
+        elif kind == j.EVENT:
+            self._hooks.lifecycle(record)
+        else:
+            raise Rejected(f"unknown journal record type {kind!r}")
+
+    def _ensure_attached(self) -> None:
+        if self._attached:
+            return
+        state = self.status.state if self.status.state is not None else {}
+        self._hooks.run_resume(self._run_info(), state)
+        self.status.state = state
+        self._attached = True
+
+    def _run_info(self) -> RunInfo:
+        if not hasattr(self, "_info"):
+            first = next(j.JournalReader(self.paths.root).entries())
+            if first.type != j.RUN_START:
+                raise RuntimeError(f"{self.paths.root}: the journal does not start with run_start")
+            self._info = j.run_info(first.data, self.paths.root, self.backend)
+        return self._info
+
+    # -- acknowledgement and retries ----------------------------------------------------------
+
+    def _deliver(self, seq: int, call: Callable[[], None], *, count: int) -> None:
+        attempt = 0
+        while True:
+            try:
+                call()
+                break
+            except Rejected as error:
+                self._file_rejected(seq, error)
+                break
+            except Exception as error:  # noqa: BLE001 - any client failure is retried, never raised
+                attempt += 1
+                self.status.errors += 1
+                message = self._redactor.text(f"{type(error).__name__}: {error}")
+                self.status.last_error = message[:2000]
+                if not self._failing:
+                    self._failing = True
+                    self._log(
+                        f"loggerhub[{self.backend}]: delivery failed: {message[:500]} "
+                        "-- retrying with backoff; training is not affected"
+                    )
+                self._commit(self.status.offset)
+                delay = min(self._backoff[1], self._backoff[0] * 2 ** (attempt - 1))
+                delay *= random.uniform(0.75, 1.25)  # noqa: S311 - jitter, not cryptography
+                if self._deadline is not None:
+                    delay = min(delay, max(0.0, self._deadline - time.monotonic()))
+                if self._stop.wait(delay) or (
+                    self._deadline is not None and time.monotonic() >= self._deadline
+                ):
+                    raise _Stopped from None
+        if self._failing:
+            self._failing = False
+            self._log(f"loggerhub[{self.backend}]: delivery recovered after {attempt} failed attempts")
+        self.status.delivered += count
+        self.status.finished = seq == self._end_seq
+        self._commit(seq)
+        if self._progress is not None:
+            self._progress(seq)
+
+    def _file_rejected(self, seq: int, error: Exception) -> None:
+        import json
+
+        self.status.rejected += 1
+        reason = self._redactor.text(str(error))
+        if self.status.rejected == 1:
+            self._log(f"loggerhub[{self.backend}]: record {seq} rejected by the tracker: {reason}")
+        with (self.paths.consumers / f"{self.backend}.rejected.jsonl").open("a", encoding="utf-8") as out:
+            out.write(json.dumps({"seq": seq, "reason": reason}) + "\n")
+
+    def _commit(self, seq: int) -> None:
+        self.status.offset = seq
+        j.write_json_atomic(self._status_path, asdict(self.status))
+
+
+# --------------------------------------------------------------------------- trainer side
+
+
+@dataclass
+class Worker:
+    """A delivery process started for a live run."""
+
+    backend: str
+    process: subprocess.Popen[bytes]
+    started: float = field(default_factory=time.monotonic)
+
+
+def spawn(run_dir: Path, backend: str) -> Worker:
+    command = [sys.executable, "-m", "loggerhub.delivery", str(run_dir), "--backend", backend, "--follow"]
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, close_fds=True)  # noqa: S603
+    return Worker(backend, process)
+
+
+def wait(workers: list[Worker], timeout: float) -> list[Worker]:
+    """Wait for workers to finish; stop those still running at the deadline and return them."""
+    deadline = time.monotonic() + timeout
+    late = []
+    for worker in workers:
+        try:
+            worker.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            late.append(worker)
+    for worker in late:
+        worker.process.terminate()
+    for worker in late:
+        try:
+            worker.process.wait(5)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()  # a client hung inside a call; its offset is already committed
+            worker.process.wait()
+    return late
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loggerhub.delivery")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--backend", required=True)
+    parser.add_argument("--follow", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        os.nice(10)  # the trainer comes first
+    except OSError:
+        pass
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        Consumer(args.run_dir, args.backend, follow=args.follow, stop=stop).run()
+    except DeliveryBusy as error:
+        print(f"loggerhub[{args.backend}]: {error}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Test helpers for loggerhub backends: the shared conformance suite."""
