@@ -86,6 +86,7 @@ class Consumer:
         backoff: tuple[float, float] = (0.5, 30.0),
         progress: Callable[[int], None] | None = None,
         log: Callable[[str], None] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> None:
         self.paths = j.RunPaths(run_dir)
         self.backend = backend
@@ -97,6 +98,7 @@ class Consumer:
         self._progress = progress
         self._log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self._redactor = Redactor()
+        self._options = options
         self._status_path = self.paths.consumer_file(backend)
         self.status = ConsumerStatus.load(self._status_path)
         self._attached = False
@@ -228,7 +230,7 @@ class Consumer:
             first = next(j.JournalReader(self.paths.root).entries())
             if first.type != j.RUN_START:
                 raise RuntimeError(f"{self.paths.root}: the journal does not start with run_start")
-            self._info = j.run_info(first.data, self.paths.root, self.backend)
+            self._info = j.run_info(first.data, self.paths.root, self.backend, self._options)
         return self._info
 
     # -- acknowledgement and retries ----------------------------------------------------------
@@ -284,6 +286,76 @@ class Consumer:
     def _commit(self, seq: int) -> None:
         self.status.offset = seq
         j.write_json_atomic(self._status_path, asdict(self.status))
+
+
+# --------------------------------------------------------------------------- sync
+
+
+def sync(
+    run_dir: str | os.PathLike[str],
+    to: list[str] | None = None,
+    *,
+    timeout: float | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+    progress: bool = False,
+) -> dict[str, ConsumerStatus]:
+    """Deliver what is left of a run: after a crash, an outage, or to a tracker added later.
+
+    :param to: the trackers; default, every tracker the run was logged to. A tracker the run has
+        not seen yet gets the whole journal.
+    :param options: per-tracker options for trackers added now (secrets belong in env vars).
+
+    A run whose logging process died without ending it is first ended KILLED in the journal, so
+    every tracker shows the same status.
+    """
+    paths = j.RunPaths(run_dir)
+    lock = j.RunLock(paths.lock)
+    if not lock.acquire():
+        raise DeliveryBusy(f"{paths.root} is still being logged; its delivery runs with it")
+    try:
+        _end_if_crashed(paths)
+    finally:
+        lock.release()
+    start = next(j.JournalReader(paths.root).entries())
+    targets = to or [b for b in start.data.get("backends", []) if b != "local"]
+    last_seq = j.JournalReader(paths.root).last_seq()
+    results = {}
+    for backend in targets:
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            done = ConsumerStatus.load(paths.consumer_file(backend)).offset + 1
+            bar = tqdm(total=last_seq + 1, initial=done, desc=backend, unit="rec")
+        consumer = Consumer(
+            paths.root, backend, timeout=timeout, options=(options or {}).get(backend),
+            progress=None if bar is None else (lambda seq, bar=bar: bar.update(seq + 1 - bar.n)),
+        )
+        try:
+            results[backend] = consumer.run()
+        finally:
+            if bar is not None:
+                bar.close()
+    return results
+
+
+def _end_if_crashed(paths: j.RunPaths) -> None:
+    open_run = False
+    last_seq = -1
+    for entry in j.JournalReader(paths.root).entries():
+        last_seq = entry.seq
+        if entry.type in (j.RUN_START, j.RUN_RESUME):
+            open_run = True
+        elif entry.type == j.RUN_END:
+            open_run = False
+    if not open_run:
+        return
+    writer = j.JournalWriter(paths, last_seq + 1, 1.0, on_error=print)
+    writer.put((j.RUN_END, time.time(), {
+        "status": Status.KILLED.value,
+        "reason": "the logging process died without ending the run; ended by loggerhub sync",
+    }))
+    writer.close()
 
 
 # --------------------------------------------------------------------------- trainer side

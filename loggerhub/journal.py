@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import threading
-import time
 import warnings
 from collections import deque
 from collections.abc import Iterator
@@ -196,8 +195,12 @@ class JournalReader:
 # --------------------------------------------------------------------------- decoding
 
 
-def run_info(start: dict[str, Any], run_dir: Path, backend: str | None = None) -> RunInfo:
-    options = start.get("options", {}).get(backend, {}) if backend else {}
+def run_info(
+    start: dict[str, Any], run_dir: Path, backend: str | None = None, options: dict[str, Any] | None = None
+) -> RunInfo:
+    """The RunInfo a backend sees: ``options`` given now override those recorded at start."""
+    recorded = start.get("options", {}).get(backend, {}) if backend else {}
+    options = {**recorded, **(options or {})}
     return RunInfo(
         run_id=start["run_id"],
         project=start["project"],
@@ -448,12 +451,3 @@ def _drop(_item: Any) -> None:
     )
 
 
-def summarise_counts(paths: RunPaths) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for entry in JournalReader(paths.root).entries():
-        counts[entry.type] = counts.get(entry.type, 0) + 1
-    return counts
-
-
-def now() -> float:
-    return time.time()

@@ -1,0 +1,124 @@
+"""Reading the local run store: finding runs and summarising their journals (for the CLI)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loggerhub import journal as j
+
+
+class RunNotFound(LookupError):
+    pass
+
+
+def iter_runs(root: Path) -> Iterator[Path]:
+    """Every run directory under ``root`` (``<root>/<project>/<run id>``), oldest first."""
+    found = [p.parent for p in root.glob("*/*/journal") if p.is_dir()]
+    yield from sorted(found, key=_started_at)
+
+
+def _started_at(run_dir: Path) -> float:
+    try:
+        return float(json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["started_at"])
+    except (OSError, ValueError, KeyError):
+        return (run_dir / "journal").stat().st_mtime
+
+
+def find_run(spec: str, root: Path) -> Path:
+    """A run given as a directory, a run id, a unique prefix of a run id, or ``latest``."""
+    path = Path(spec)
+    if (path / "journal").is_dir():
+        return path
+    if spec == "latest":
+        runs = list(iter_runs(root))
+        if not runs:
+            raise RunNotFound(f"no runs under {root}")
+        return runs[-1]
+    matches = [p for p in iter_runs(root) if p.name == spec] or [
+        p for p in iter_runs(root) if p.name.startswith(spec)
+    ]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise RunNotFound(f"no run {spec!r} under {root}")
+    raise RunNotFound(f"{spec!r} matches several runs: {', '.join(p.name for p in matches)}")
+
+
+@dataclass
+class MetricSummary:
+    last: float = math.nan
+    min: float = math.inf
+    max: float = -math.inf
+    count: int = 0
+
+    def add(self, value: float) -> None:
+        self.last = value
+        self.count += 1
+        if not math.isnan(value):
+            self.min = min(self.min, value)
+            self.max = max(self.max, value)
+
+
+@dataclass
+class RunSummary:
+    """What ``loggerhub show`` prints, computed from the journal alone."""
+
+    dir: Path
+    run_id: str = ""
+    name: str = ""
+    project: str = ""
+    status: str = "RUNNING"
+    started_at: float = 0.0
+    ended_at: float | None = None
+    backends: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, MetricSummary] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def points(self) -> int:
+        return sum(m.count for m in self.metrics.values())
+
+
+def summarise(run_dir: Path) -> RunSummary:
+    summary = RunSummary(dir=run_dir)
+    for entry in j.JournalReader(run_dir).entries():
+        data = entry.data
+        summary.counts[entry.type] = summary.counts.get(entry.type, 0) + 1
+        if entry.type == j.RUN_START:
+            summary.run_id, summary.name, summary.project = data["run_id"], data["name"], data["project"]
+            summary.started_at, summary.backends = data["ts"], data.get("backends", [])
+            summary.params.update(data.get("config", {}))
+        elif entry.type == j.RUN_RESUME:
+            summary.status, summary.ended_at = "RUNNING", None
+        elif entry.type == j.PARAMS:
+            summary.params.update(data["params"])
+        elif entry.type == j.METRICS:
+            for key, value in data["values"].items():
+                summary.metrics.setdefault(key, MetricSummary()).add(value)
+        elif entry.type == j.RUN_END:
+            summary.status, summary.ended_at = data["status"], data["ts"]
+    if summary.status == "RUNNING" and not j.run_is_live(j.RunPaths(run_dir)):
+        summary.status = "CRASHED"  # no run_end and nobody logging: `loggerhub sync` closes it
+    return summary
+
+
+def metric_series(run_dir: Path, keys: list[str]) -> dict[str, tuple[list[int], list[float]]]:
+    series: dict[str, tuple[list[int], list[float]]] = {key: ([], []) for key in keys}
+    for entry in j.JournalReader(run_dir).entries():
+        if entry.type != j.METRICS:
+            continue
+        for key, value in entry.data["values"].items():
+            if key in series:
+                series[key][0].append(entry.data["step"])
+                series[key][1].append(value)
+    return series
+
+
+def dumps(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
