@@ -45,8 +45,10 @@ def check_key(key: object) -> str:
 
 def check_step(step: object) -> int:
     """An integer ``0 <= step < 2**63``; integral floats and numpy integers are accepted."""
-    if isinstance(step, bool):
-        raise InvalidInput("step must be an integer, got bool")
+    if type(step) is int and 0 <= step <= MAX_STEP:
+        return step
+    if isinstance(step, (bool, str, bytes)):
+        raise InvalidInput(f"step must be an integer, got {type(step).__name__}")
     if isinstance(step, int):
         value = step
     else:

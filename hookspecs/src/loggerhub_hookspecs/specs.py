@@ -125,6 +125,8 @@ def loggerhub_train_end(event: LifecycleEvent) -> None:
 
     :param event: the boundary, with the last step.
 
+    Called at most once per training, after the last epoch's records.
+
     .. versionadded:: 0.1
     """
 
@@ -135,6 +137,8 @@ def loggerhub_epoch_start(event: LifecycleEvent) -> None:
 
     :param event: the boundary; ``event.epoch`` is the epoch number as the trainer counts it.
 
+    Called once per epoch, before the epoch's records.
+
     .. versionadded:: 0.1
     """
 
@@ -144,6 +148,8 @@ def loggerhub_epoch_end(event: LifecycleEvent) -> None:
     """An epoch ends; its metrics were delivered before this call.
 
     :param event: the boundary; ``event.epoch`` is the epoch that ended.
+
+    Called once per epoch, after every record the epoch logged.
 
     .. versionadded:: 0.1
     """
@@ -167,6 +173,8 @@ def loggerhub_step_end(event: LifecycleEvent) -> None:
 
     :param event: the boundary, with the step that ran.
 
+    Called after the step's metrics; only trainers that report step boundaries call it.
+
     .. versionadded:: 0.1
     """
 
@@ -176,6 +184,8 @@ def loggerhub_validation_end(event: LifecycleEvent) -> None:
     """A validation pass ends; its metrics were delivered before this call.
 
     :param event: the boundary, with the step validated at.
+
+    Called once per validation pass, after its metrics and images.
 
     .. versionadded:: 0.1
     """
@@ -231,6 +241,9 @@ def loggerhub_log_image(image: ImageRecord) -> None:
 
     :param image: a PNG in the run directory and its boxes in pixel coordinates.
 
+    Called once per logged image. A tracker without box annotations draws the boxes onto the
+    image and keeps their data beside it, as its README documents.
+
     .. versionadded:: 0.1
     """
 
@@ -240,6 +253,9 @@ def loggerhub_log_figure(figure: FigureRecord) -> None:
     """Record a plot.
 
     :param figure: the plot rendered to PNG, and the source figure when there is one.
+
+    Called once per logged plot; the PNG is always there, the source figure only for plots logged
+    live from matplotlib.
 
     .. versionadded:: 0.1
     """
@@ -251,6 +267,9 @@ def loggerhub_log_artifact(artifact: ArtifactRecord) -> None:
 
     :param artifact: the copy in the run directory, with its kind (model, dataset or file).
 
+    Called once per logged artifact; the copy stays in place, so the plugin may upload it lazily
+    but must have finished with it when the hook returns.
+
     .. versionadded:: 0.1
     """
 
@@ -261,6 +280,8 @@ def loggerhub_log_text(text: TextRecord) -> None:
 
     :param text: the text under its key.
 
+    Called once per logged text; several texts may share a key at different steps.
+
     .. versionadded:: 0.1
     """
 
@@ -270,6 +291,9 @@ def loggerhub_log_table(table: TableRecord) -> None:
     """Record a table, such as a confusion matrix.
 
     :param table: the header and rows; ``table.role`` says when it is a confusion matrix.
+
+    Called once per logged table. A tracker with a native confusion-matrix view uses it for
+    tables whose role is ``CONFUSION_MATRIX``.
 
     .. versionadded:: 0.1
     """
