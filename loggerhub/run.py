@@ -37,6 +37,7 @@ class Terminated(SystemExit):
     """Raised in the main thread on SIGTERM, so that the run ends KILLED and cleanup runs."""
 
 
+_now = time.time
 _live_runs: weakref.WeakSet[Run] = weakref.WeakSet()
 _process_hooks_installed = False
 _uncaught: list[type[BaseException]] = []
@@ -210,8 +211,8 @@ class Run:
             "backends": backends, "options": options, "journal_version": j.JOURNAL_VERSION,
             "host": os.uname().nodename, "pid": os.getpid(),
         }
-        self._put((j.RUN_START, time.time(), fields))
-        self._write_summary(status="RUNNING", started_at=time.time())
+        self._put((j.RUN_START, _now(), fields))
+        self._write_summary(status="RUNNING", started_at=_now())
         self._start_delivery()
 
     def _resume(self, extra_backends: list[str]) -> None:
@@ -224,7 +225,7 @@ class Run:
         self.backends = list(dict.fromkeys(start.data["backends"] + extra_backends))
         self._step = max_step
         self._open(last_seq + 1)
-        self._put((j.RUN_RESUME, time.time(), {"backends": self.backends}))
+        self._put((j.RUN_RESUME, _now(), {"backends": self.backends}))
         self._write_summary(status="RUNNING")
         self._start_delivery()
 
@@ -264,7 +265,8 @@ class Run:
                 with self._step_lock:
                     self._step = step = self._step + 1
             else:
-                step = norm.check_step(step)
+                if type(step) is not int or not 0 <= step <= norm.MAX_STEP:
+                    step = norm.check_step(step)
                 if step > self._step:
                     self._step = step
             known = self._known_keys
@@ -272,10 +274,10 @@ class Run:
             for key, value in metrics.items():
                 if key not in known:
                     known.add(norm.check_key(key))
-                values[key] = norm.metric_value(value)
+                values[key] = value if type(value) is float else norm.metric_value(value)
             if epoch is not None:
                 epoch = norm.check_step(epoch)
-            self._put((j.METRICS, time.time(), {"step": step, "epoch": epoch, "values": values}))
+            self._put((j.METRICS, _now(), {"step": step, "epoch": epoch, "values": values}))
         except InvalidInput as error:
             self._reject("log_metrics", error, metrics)
 
@@ -285,7 +287,7 @@ class Run:
             if not isinstance(params, Mapping):
                 raise InvalidInput(f"params must be a mapping, got {type(params).__name__}")
             flat = self._redactor.params(norm.flatten_params(params))
-            self._put((j.PARAMS, time.time(), {"params": flat}))
+            self._put((j.PARAMS, _now(), {"params": flat}))
         except InvalidInput as error:
             self._reject("log_params", error, params)
 
@@ -312,7 +314,7 @@ class Run:
                 "height": height, "caption": caption, "array": array,
                 "boxes": [list(_box_fields(b)) for b in norm.boxes(boxes, width, height)],
             }
-            self._put((j.IMAGE, time.time(), fields))
+            self._put((j.IMAGE, _now(), fields))
         except InvalidInput as error:
             self._reject("log_image", error, key)
 
@@ -346,7 +348,7 @@ class Run:
             if "array" in fields:
                 array_shape = fields["array"].shape[:2]
             fields["height"], fields["width"] = array_shape
-            self._put((j.FIGURE, time.time(), fields))
+            self._put((j.FIGURE, _now(), fields))
         except InvalidInput as error:
             self._reject("log_figure", error, key)
 
@@ -387,7 +389,7 @@ class Run:
                 "name": norm.artifact_name(name if name is not None else source.resolve().name),
                 "source": str(source.resolve()), "kind": kind.value, "step": self._media_step(step),
             }
-            self._put((record, time.time(), fields))
+            self._put((record, _now(), fields))
         except InvalidInput as error:
             self._reject(api, error, path)
 
@@ -397,7 +399,7 @@ class Run:
             key = norm.check_key(key)
             if not isinstance(text, str):
                 raise InvalidInput(f"text must be str, got {type(text).__name__}")
-            self._put((j.TEXT, time.time(), {"key": key, "text": text, "step": self._media_step(step)}))
+            self._put((j.TEXT, _now(), {"key": key, "text": text, "step": self._media_step(step)}))
         except InvalidInput as error:
             self._reject("log_text", error, key)
 
@@ -425,7 +427,7 @@ class Run:
                 raise InvalidInput(f"{api}: the matrix must be {len(header)}x{len(header)}")
             fields = {"key": key, "columns": header, "rows": body, "role": role.value,
                       "step": self._media_step(step)}
-            self._put((j.TABLE, time.time(), fields))
+            self._put((j.TABLE, _now(), fields))
         except InvalidInput as error:
             self._reject(api, error, key)
 
@@ -439,7 +441,7 @@ class Run:
                     f"unknown phase {phase!r}; one of {', '.join(p.value for p in Phase)}"
                 ) from None
             fields = {"phase": phase.value, "step": self._media_step(step), "epoch": norm.check_epoch(epoch)}
-            self._put((j.EVENT, time.time(), fields))
+            self._put((j.EVENT, _now(), fields))
         except InvalidInput as error:
             self._reject("log_event", error, phase)
 
@@ -462,7 +464,7 @@ class Run:
             raise error
         message = self._redactor.text(str(error))
         warnings.warn(f"loggerhub: {api}: {message} (recorded as rejected)", LoggerhubWarning, stacklevel=3)
-        self._put((j.REJECTED, time.time(), {"api": api, "reason": message,
+        self._put((j.REJECTED, _now(), {"api": api, "reason": message,
                                               "value": self._redactor.text(norm._short(value, 200))}))
 
     def _writer_error(self, reason: str) -> None:
@@ -483,10 +485,10 @@ class Run:
         self._finished = True
         status = Status(status)
         assert self._writer is not None
-        self._put((j.RUN_END, time.time(), {"status": status.value}))
+        self._put((j.RUN_END, _now(), {"status": status.value}))
         self._writer.close()
         last_seq = self._writer.next_seq - 1
-        self._write_summary(status=status.value, ended_at=time.time(), counts=self._writer.counts)
+        self._write_summary(status=status.value, ended_at=_now(), counts=self._writer.counts)
         from loggerhub import delivery
 
         late = delivery.wait(self._workers, self._drain_timeout if timeout is None else timeout)

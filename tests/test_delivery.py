@@ -268,3 +268,29 @@ def test_fork_neither_deadlocks_nor_duplicates(runs_dir: Path) -> None:
     metrics = [e.data["values"] for e in j.JournalReader(run.dir).entries() if e.type == j.METRICS]
     assert metrics == [{"before_fork": 1.0}]
     assert [e.type for e in j.JournalReader(run.dir).entries()].count("run_end") == 1
+
+
+def test_sigterm_ends_the_run_killed_and_drained(plugin_site: Path, runs_dir: Path, tmp_path: Path) -> None:
+    calls_file = tmp_path / "calls.jsonl"
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(f"""
+        import time, loggerhub
+        with loggerhub.init(project="p", dir={str(runs_dir)!r}, backends=["recorder"],
+                            options={{"recorder": {{"record_to": {str(calls_file)!r}}}}}) as run:
+            for step in range(10**9):
+                run.log_metrics({{"loss": 1.0}}, step=step)
+                if step == 100:
+                    print("ready", flush=True)
+                time.sleep(0.001)
+    """))
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    run_dir = next((runs_dir / "p").iterdir())
+    entries = list(j.JournalReader(run_dir).entries())
+    assert entries[-1].type == "run_end" and entries[-1].data["status"] == "KILLED"
+    journaled = sum(1 for e in entries if e.type == j.METRICS)
+    calls = read_calls(calls_file)
+    assert sum(len(c["points"]) for c in calls if c["hook"] == "loggerhub_log_metrics") == journaled
+    assert calls[-1] == {"hook": "loggerhub_run_end", "status": "KILLED"}
