@@ -278,6 +278,8 @@ def artifact_name(name: str) -> str:
     """A relative ``/``-separated name that cannot leave the run directory."""
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput("artifact names must be non-empty strings")
+    if "\x00" in name:
+        raise InvalidInput(f"artifact names must not contain NUL: {name!r}")
     unified = name.replace("\\", "/")
     if unified.startswith("/") or re.match(r"^[A-Za-z]:", unified):
         raise InvalidInput(f"artifact names must be relative: {name!r}")

@@ -48,6 +48,7 @@ from loggerhub_hookspecs import (
 )
 
 SEGMENT_BYTES = 64 * 1024 * 1024
+READ_CHUNK = 1024 * 1024
 JOURNAL_VERSION = 1
 
 # Record types as written in the journal's "type" field.
@@ -172,18 +173,18 @@ class JournalReader:
                 self._segment, self._position, self._pending = segment, 0, b""
             with segment.open("rb") as handle:
                 handle.seek(self._position)
-                chunk = handle.read()
-            self._position += len(chunk)
-            data = self._pending + chunk
-            lines = data.split(b"\n")
-            # The last piece is a line still being written (or torn by a kill): keep it for later.
-            self._pending = lines.pop()
-            for line in lines:
-                if not line:
-                    continue
-                raw = json.loads(line)
-                if raw["seq"] > after:
-                    yield Entry(raw["seq"], raw["type"], raw)
+                # Bounded reads: a backlog of any size costs READ_CHUNK of memory, not its size.
+                while chunk := handle.read(READ_CHUNK):
+                    self._position += len(chunk)
+                    lines = (self._pending + chunk).split(b"\n")
+                    # The last piece is a line still being written (or torn by a kill): keep it.
+                    self._pending = lines.pop()
+                    for line in lines:
+                        if not line:
+                            continue
+                        raw = json.loads(line)
+                        if raw["seq"] > after:
+                            yield Entry(raw["seq"], raw["type"], raw)
 
     def last_seq(self) -> int:
         last = -1

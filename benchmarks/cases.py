@@ -1,0 +1,326 @@
+"""One benchmark case per process, so that no SDK's import or patching affects another case.
+
+    python benchmarks/cases.py CASE --n N --workdir DIR [--tracking-uri URI]
+
+prints one JSON object: {"case": ..., "n": ..., "seconds": ..., ...}. Run them all through
+``benchmarks/run.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+TRACKERS = ("neptune", "comet", "tensorboard", "mlflow")
+
+
+def tracker_options(workdir: Path, tracking_uri: str) -> dict[str, dict[str, Any]]:
+    return {
+        "neptune": {"mode": "offline", "data_dir": str(workdir / "neptune")},
+        "comet": {"offline_dir": str(workdir / "comet")},
+        "tensorboard": {"logdir": str(workdir / "tensorboard")},
+        "mlflow": {"tracking_uri": tracking_uri},
+    }
+
+
+def timed_loop(n: int, body) -> float:
+    started = time.perf_counter()
+    for i in range(n):
+        body(i)
+    return time.perf_counter() - started
+
+
+# --------------------------------------------------------------------------- per scalar
+
+
+def case_deque(args: argparse.Namespace) -> dict[str, Any]:
+    queue: collections.deque[Any] = collections.deque()
+    append = queue.append
+    return {"seconds": timed_loop(args.n, lambda i: append(0.5))}
+
+
+def case_tensorboard_native(args: argparse.Namespace) -> dict[str, Any]:
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    writer = EventFileWriter(str(args.workdir / "tb-native"))
+
+    def body(i: int) -> None:
+        summary = Summary(value=[Summary.Value(tag="train/loss", simple_value=0.5)])
+        writer.add_event(Event(wall_time=time.time(), step=i, summary=summary))
+
+    seconds = timed_loop(args.n, body)
+    writer.close()
+    return {"seconds": seconds}
+
+
+def case_neptune_native(args: argparse.Namespace) -> dict[str, Any]:
+    os.environ["NEPTUNE_DATA_DIRECTORY"] = str(args.workdir / "neptune-native")
+    import neptune
+
+    run = neptune.init_run(mode="offline", capture_stdout=False, capture_stderr=False,
+                           capture_hardware_metrics=False, capture_traceback=False, source_files=[])
+    series = run["train/loss"]
+    seconds = timed_loop(args.n, lambda i: series.append(0.5, step=i))
+    run.stop()
+    return {"seconds": seconds}
+
+
+def case_comet_native(args: argparse.Namespace) -> dict[str, Any]:
+    os.environ["COMET_DISABLE_AUTO_LOGGING"] = "1"
+    import comet_ml
+
+    experiment = comet_ml.OfflineExperiment(
+        offline_directory=str(args.workdir / "comet-native"), project_name="bench",
+        auto_output_logging=False, auto_metric_logging=False, auto_param_logging=False,
+        log_env_details=False, log_git_metadata=False, log_git_patch=False, log_env_gpu=False,
+        log_env_host=False, log_env_cpu=False, log_code=False, display_summary_level=0)
+    seconds = timed_loop(args.n, lambda i: experiment.log_metric("train/loss", 0.5, step=i))
+    experiment.end()
+    return {"seconds": seconds}
+
+
+def _mlflow(args: argparse.Namespace) -> Any:
+    import mlflow
+
+    mlflow.set_tracking_uri(args.tracking_uri)
+    mlflow.set_experiment("bench-native")
+    return mlflow
+
+
+def case_mlflow_sync(args: argparse.Namespace) -> dict[str, Any]:
+    mlflow = _mlflow(args)
+    with mlflow.start_run():
+        seconds = timed_loop(args.n, lambda i: mlflow.log_metric("train/loss", 0.5, step=i))
+    return {"seconds": seconds}
+
+
+def case_mlflow_async(args: argparse.Namespace) -> dict[str, Any]:
+    mlflow = _mlflow(args)
+    with mlflow.start_run():
+        seconds = timed_loop(args.n, lambda i: mlflow.log_metric("train/loss", 0.5, step=i, synchronous=False))
+        mlflow.flush_async_logging()
+    return {"seconds": seconds}
+
+
+def _loggerhub(args: argparse.Namespace, backends: list[str], keys: int) -> dict[str, Any]:
+    import loggerhub
+
+    run = loggerhub.init(project="bench", dir=args.workdir / "runs", backends=backends,
+                         options=tracker_options(args.workdir, args.tracking_uri), drain_timeout=600)
+    metrics = {f"train/loss{k}": 0.5 for k in range(keys)}
+    time.sleep(0.5 if backends == ["local"] else 8)  # let delivery processes finish importing
+    log = run.log_metrics
+    seconds = timed_loop(args.n, lambda i: log(metrics, step=i))
+    started = time.perf_counter()
+    run.finish()
+    undelivered = {name: r["undelivered"] for name, r in run.summary["trackers"].items()}
+    return {"seconds": seconds, "scalars": args.n * keys, "drain_seconds": time.perf_counter() - started,
+            "undelivered": undelivered}
+
+
+def case_loggerhub_local(args: argparse.Namespace) -> dict[str, Any]:
+    return _loggerhub(args, ["local"], 1)
+
+
+def case_loggerhub_local_10(args: argparse.Namespace) -> dict[str, Any]:
+    return _loggerhub(args, ["local"], 10)
+
+
+def case_loggerhub_all(args: argparse.Namespace) -> dict[str, Any]:
+    return _loggerhub(args, ["local", *TRACKERS], 1)
+
+
+def case_loggerhub_all_10(args: argparse.Namespace) -> dict[str, Any]:
+    return _loggerhub(args, ["local", *TRACKERS], 10)
+
+
+# --------------------------------------------------------------------------- delivery throughput
+
+
+def case_journal(args: argparse.Namespace) -> dict[str, Any]:
+    """Write the journal the delivery cases read: n steps of two keys."""
+    import loggerhub
+
+    with loggerhub.init(project="bench", name="throughput", dir=args.workdir / "journal-runs") as run:
+        for i in range(args.n):
+            run.log_metrics({"train/loss": 1.0 / (i + 1), "lr": 0.01}, step=i)
+    return {"seconds": 0.0, "run_dir": str(run.dir)}
+
+
+def case_deliver(args: argparse.Namespace) -> dict[str, Any]:
+    """Deliver the whole journal to one tracker, from offset -1, with the real consumer."""
+    import shutil
+
+    from loggerhub import journal as j
+    from loggerhub.delivery import Consumer
+
+    source = Path(args.run_dir)
+    copy = args.workdir / f"deliver-{args.tracker}" / "bench" / source.name
+    shutil.copytree(source, copy)
+    points = sum(len(e.data["values"]) for e in j.JournalReader(copy).entries() if e.type == j.METRICS)
+    options = tracker_options(args.workdir, args.tracking_uri)[args.tracker]
+    consumer = Consumer(copy, args.tracker, options=options)
+    started = time.perf_counter()
+    status = consumer.run()
+    return {"seconds": time.perf_counter() - started, "points": points, "finished": status.finished}
+
+
+def case_bulk_native(args: argparse.Namespace) -> dict[str, Any]:
+    """The same points through the tracker's own bulk API, as a hand-written integration would."""
+    steps = list(range(args.n))
+    loss = [1.0 / (i + 1) for i in steps]
+    lr = [0.01] * args.n
+    tracker = args.tracker
+    if tracker == "tensorboard":
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        started = time.perf_counter()
+        writer = EventFileWriter(str(args.workdir / "tb-bulk"))
+        now = time.time()
+        for i in steps:
+            summary = Summary(value=[Summary.Value(tag="train/loss", simple_value=loss[i]),
+                                     Summary.Value(tag="lr", simple_value=lr[i])])
+            writer.add_event(Event(wall_time=now, step=i, summary=summary))
+        writer.close()
+    elif tracker == "neptune":
+        os.environ["NEPTUNE_DATA_DIRECTORY"] = str(args.workdir / "neptune-bulk")
+        import neptune
+
+        started = time.perf_counter()
+        run = neptune.init_run(mode="offline", capture_stdout=False, capture_stderr=False,
+                               capture_hardware_metrics=False, capture_traceback=False, source_files=[])
+        run["train/loss"].extend(loss, steps=steps)
+        run["lr"].extend(lr, steps=steps)
+        run.stop()
+    elif tracker == "comet":
+        os.environ["COMET_DISABLE_AUTO_LOGGING"] = "1"
+        import comet_ml
+
+        started = time.perf_counter()
+        experiment = comet_ml.OfflineExperiment(
+            offline_directory=str(args.workdir / "comet-bulk"), project_name="bench",
+            auto_output_logging=False, auto_metric_logging=False, auto_param_logging=False,
+            log_env_details=False, log_git_metadata=False, log_git_patch=False, log_env_gpu=False,
+            log_env_host=False, log_env_cpu=False, log_code=False, display_summary_level=0)
+        for i in steps:
+            experiment.log_metrics({"train/loss": loss[i], "lr": lr[i]}, step=i)
+        experiment.end()
+    elif tracker == "mlflow":
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(args.tracking_uri)
+        started = time.perf_counter()
+        experiment = client.get_experiment_by_name("bench-bulk") or client.get_experiment(
+            client.create_experiment("bench-bulk"))
+        run_id = client.create_run(experiment.experiment_id).info.run_id
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, i) for i in steps for k, v in (("train/loss", loss[i]), ("lr", lr[i]))]
+        for chunk in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[chunk:chunk + 1000])
+        client.set_terminated(run_id)
+    else:
+        raise SystemExit(f"unknown tracker {tracker}")
+    return {"seconds": time.perf_counter() - started, "points": 2 * args.n}
+
+
+# --------------------------------------------------------------------------- outage memory
+
+
+def case_outage(args: argparse.Namespace) -> dict[str, Any]:
+    """A long outage, compressed: MLflow is unreachable while the loop logs what 10 minutes of
+    training at 2,000 scalars/s would log (1.2M scalars). RSS of the trainer and of the MLflow
+    delivery process is sampled throughout."""
+    import loggerhub
+
+    dead = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
+    run = loggerhub.init(project="bench", name="outage", dir=args.workdir / "outage-runs",
+                         backends=["mlflow"], options={"mlflow": {"tracking_uri": dead}}, drain_timeout=1)
+    consumer = run._workers[0].process.pid
+    samples: list[tuple[float, int, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append((time.perf_counter(), _rss_kb(os.getpid()), _rss_kb(consumer)))
+            stop.wait(0.25)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    metrics = {f"m{k}": 0.5 for k in range(10)}
+    started = time.perf_counter()
+    steps = args.n // 10
+    for i in range(steps):
+        run.log_metrics(metrics, step=i)
+        if i % 10_000 == 0:
+            run.flush()  # keep the in-memory tail at the flush interval, as a real loop's pace would
+    seconds = time.perf_counter() - started
+    run.flush()
+    stop.set()
+    sampler.join()
+    run.finish(timeout=1)
+    journal_bytes = sum(p.stat().st_size for p in (run.dir / "journal").iterdir())
+    trainer = [s[1] for s in samples if s[1]]
+    delivery = [s[2] for s in samples if s[2]]
+    return {"seconds": seconds, "scalars": steps * 10, "journal_mb": journal_bytes / 2**20,
+            "trainer_rss_mb": [trainer[0] / 1024, max(trainer) / 1024, trainer[-1] / 1024],
+            "delivery_rss_mb": [delivery[0] / 1024, max(delivery) / 1024, delivery[-1] / 1024],
+            "undelivered": run.summary["trackers"]["mlflow"]["undelivered"]}
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+# --------------------------------------------------------------------------- import time
+
+
+def case_import(args: argparse.Namespace) -> dict[str, Any]:
+    def best_of(code: str) -> float:
+        runs = []
+        for _ in range(args.n):
+            out = subprocess.run([sys.executable, "-c",
+                                  f"import time; t = time.perf_counter(); {code}; print(time.perf_counter() - t)"],
+                                 capture_output=True, text=True, check=True)
+            runs.append(float(out.stdout))
+        return min(runs)
+
+    return {"seconds": best_of("import loggerhub"), "init_seconds": best_of(
+        "import loggerhub, tempfile; loggerhub.init(project='x', dir=tempfile.mkdtemp()).finish()")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("case")
+    parser.add_argument("--n", type=int, required=True)
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--tracking-uri", default="")
+    parser.add_argument("--tracker", default="")
+    parser.add_argument("--run-dir", default="")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    os.chdir(args.workdir)
+    result = globals()[f"case_{args.case}"](args)
+    print(json.dumps({"case": args.case, "n": args.n, **result}))
+
+
+if __name__ == "__main__":
+    main()
