@@ -11,7 +11,7 @@ from pathlib import Path
 
 # Subcommands that live with their feature; each module has ``add_parser(subparsers)`` and
 # imports its heavy dependencies only when the command runs.
-_FEATURE_COMMANDS = ("loggerhub.importers.cli", "loggerhub.integrations.yolo_cli")
+_FEATURE_COMMANDS = ("loggerhub.importing", "loggerhub.integrations.yolo_cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -180,10 +180,16 @@ class Consumer:
         if kind == j.REJECTED:
             return  # input loggerhub itself refused; it stays in the journal for the record
         if kind == j.RUN_START:
-            state: dict[str, Any] = {}
-            self._hooks.run_start(self._run_info(), state)
-            self.status.state = state
-            self._attached = True
+            if self.status.state is None:
+                state: dict[str, Any] = {}
+                self._hooks.run_start(self._run_info(), state)
+                self.status.state = state
+                self._attached = True
+                # Persist the tracker run's identity now: a retry of the config params below, or
+                # a crash, must re-attach to this tracker run rather than create another.
+                self._commit(self.status.offset)
+            else:
+                self._ensure_attached()
             config = entry.data.get("config")
             if config:
                 self._hooks.log_params(config)
@@ -191,12 +197,14 @@ class Consumer:
         if kind == j.RUN_RESUME:
             self._ensure_attached()
             return
-        self._ensure_attached()
         if kind == j.RUN_END:
-            self._hooks.run_end(self._run_info(), Status(entry.data["status"]))
-            self._attached = False
+            # Even when the tracker refuses to end the run, this is the run's last record.
             self._end_seq = entry.seq
+            self._ensure_attached()
+            self._hooks.run_end(self._run_info(), Status(entry.data["status"]), entry.data["ts"])
+            self._attached = False
             return
+        self._ensure_attached()
         record = j.decode(entry, self.paths.root)
         if kind == j.PARAMS:
             self._hooks.log_params(record)
@@ -226,11 +234,18 @@ class Consumer:
         self._attached = True
 
     def _run_info(self) -> RunInfo:
+        """The run as its plugin sees it; options given at a resume override earlier ones."""
         if not hasattr(self, "_info"):
-            first = next(j.JournalReader(self.paths.root).entries())
+            entries = j.JournalReader(self.paths.root).entries()
+            first = next(entries)
             if first.type != j.RUN_START:
                 raise RuntimeError(f"{self.paths.root}: the journal does not start with run_start")
-            self._info = j.run_info(first.data, self.paths.root, self.backend, self._options)
+            options = dict(first.data.get("options", {}).get(self.backend, {}))
+            for entry in entries:
+                if entry.type == j.RUN_RESUME:
+                    options.update(entry.data.get("options", {}).get(self.backend, {}))
+            options.update(self._options or {})
+            self._info = j.run_info(first.data, self.paths.root, self.backend, options)
         return self._info
 
     # -- acknowledgement and retries ----------------------------------------------------------

@@ -397,7 +397,9 @@ class JournalWriter:
 
     def _copy_artifact(self, fields: dict[str, Any]) -> dict[str, Any]:
         source = Path(fields.pop("source"))
-        relative = f"artifacts/{fields['name']}"
+        # One folder per record: a name logged again (last.pt every epoch) must not replace the
+        # copy an earlier, still undelivered record points to.
+        relative = f"artifacts/{self._seq:012d}/{fields['name']}"
         target = self.paths.root / relative
         artifacts_root = self.paths.artifacts.resolve()
         # The name was checked already; resolving catches a symlink planted inside artifacts/.
@@ -406,10 +408,6 @@ class JournalWriter:
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.parent.resolve().is_relative_to(artifacts_root):
             raise ValueError(f"artifact name escapes the run directory: {fields['name']}")
-        if target.is_symlink() or (target.exists() and not target.is_dir()):
-            target.unlink()
-        elif target.is_dir():
-            shutil.rmtree(target)
         if source.is_dir():
             skipped = _copy_tree(source, target)
             if skipped:

@@ -150,8 +150,8 @@ class BackendHooks:
     def run_resume(self, run: RunInfo, state: dict[str, Any]) -> None:
         self._callers["loggerhub_run_resume"](run=run, state=state)
 
-    def run_end(self, run: RunInfo, status: Status) -> None:
-        self._callers["loggerhub_run_end"](run=run, status=status)
+    def run_end(self, run: RunInfo, status: Status, ended_at: float) -> None:
+        self._callers["loggerhub_run_end"](run=run, status=status, ended_at=ended_at)
 
     def lifecycle(self, event: LifecycleEvent) -> None:
         self._callers[_PHASE_HOOKS[event.phase]](event=event)

@@ -114,14 +114,13 @@ def init(
         run_id = _new_run_id(name)
         run_dir = settings.dir / project / run_id
     run = Run(run_dir, settings.flush_interval, settings.drain_timeout, settings.strict, redactor)
+    secret_free_options = {
+        backend: redactor.params(dict(settings.options.get(backend, {}))) for backend in usable
+    }
     if resume is not None:
-        run._resume(usable)
+        run._resume(usable, secret_free_options)
     else:
         flat_config = redactor.params(norm.flatten_params(config or {}))
-        secret_free_options = {
-            backend: redactor.params(dict(settings.options.get(backend, {})))
-            for backend in usable
-        }
         run._start(
             run_id=run_dir.name,
             project=project,
@@ -215,7 +214,7 @@ class Run:
         self._write_summary(status="RUNNING", started_at=_now())
         self._start_delivery()
 
-    def _resume(self, extra_backends: list[str]) -> None:
+    def _resume(self, extra_backends: list[str], options: dict[str, Any]) -> None:
         start = next(j.JournalReader(self.dir).entries())
         last_seq, max_step = -1, -1
         for entry in j.JournalReader(self.dir).entries():
@@ -225,7 +224,7 @@ class Run:
         self.backends = list(dict.fromkeys(start.data["backends"] + extra_backends))
         self._step = max_step
         self._open(last_seq + 1)
-        self._put((j.RUN_RESUME, _now(), {"backends": self.backends}))
+        self._put((j.RUN_RESUME, _now(), {"backends": self.backends, "options": options}))
         self._write_summary(status="RUNNING")
         self._start_delivery()
 

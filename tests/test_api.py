@@ -136,16 +136,18 @@ def test_every_record_reads_back_identical(runs_dir: Path, tmp_path: Path) -> No
 
 
 def test_artifacts_are_copied_when_logged(runs_dir: Path, tmp_path: Path) -> None:
-    """The trainer overwrites last.pt in place every epoch; each logged version must survive."""
+    """The trainer overwrites last.pt in place every epoch; each logged version must survive,
+    even under the same name, until every tracker has it."""
     weights = tmp_path / "last.pt"
     with loggerhub.init(project="p", dir=runs_dir) as run:
         weights.write_bytes(b"epoch-1")
-        run.log_checkpoint(weights, name="epoch1/last.pt")
+        run.log_checkpoint(weights)
         run.flush()
         weights.write_bytes(b"epoch-2")
-        run.log_checkpoint(weights, name="epoch2/last.pt")
-    assert (run.dir / "artifacts/epoch1/last.pt").read_bytes() == b"epoch-1"
-    assert (run.dir / "artifacts/epoch2/last.pt").read_bytes() == b"epoch-2"
+        run.log_checkpoint(weights)
+    copies = [j.decode(e, run.dir) for e in entries(run) if e.type == j.CHECKPOINT]
+    assert [c.name for c in copies] == ["last.pt", "last.pt"]
+    assert [c.path.read_bytes() for c in copies] == [b"epoch-1", b"epoch-2"]
 
 
 # --------------------------------------------------------------------------- steps
@@ -320,9 +322,10 @@ def test_symlinks_cannot_escape(runs_dir: Path, tmp_path: Path) -> None:
         run.log_artifact(folder, kind="model")
         run.flush()
         # A symlink planted inside artifacts/ must not redirect a later copy outside the run.
-        (run.dir / "artifacts" / "planted").symlink_to(outside, target_is_directory=True)
-        run.log_artifact(source, name="planted/owned.txt")
-    copied = run.dir / "artifacts" / "model"
+        next_seq = run._writer.next_seq
+        (run.dir / "artifacts" / f"{next_seq:012d}").symlink_to(outside, target_is_directory=True)
+        run.log_artifact(source, name="owned.txt")
+    copied = j.decode([e for e in entries(run) if e.type == j.ARTIFACT][0], run.dir).path
     assert (copied / "weights.bin").read_text() == "w"
     assert not (copied / "leak").exists()
     assert of_type(run, j.ARTIFACT)[0]["skipped_links"] == ["leak"]

@@ -89,11 +89,13 @@ def loggerhub_run_resume(run: RunInfo, state: dict[str, Any]) -> None:
 
 
 @hookspec
-def loggerhub_run_end(run: RunInfo, status: Status) -> None:
+def loggerhub_run_end(run: RunInfo, status: Status, ended_at: float) -> None:
     """Close the tracker run with its final status.
 
     :param run: the run being delivered.
     :param status: FINISHED, FAILED or KILLED.
+    :param ended_at: wall time the run ended, seconds since the epoch (not the delivery time:
+        ``loggerhub sync`` may deliver it much later).
 
     Called once, after every other record of the run was delivered; the plugin flushes and closes
     its client here. A resumed run may start again afterwards.

@@ -1,0 +1,496 @@
+"""One loggerhub run delivered into one Neptune 1.x run. Imports the Neptune client.
+
+The layout this writes (see README.md for the why):
+
+* ``parameters/<key>``: params, one atom each
+* ``<key>``: metrics (float series), images and figures (image series), text (string series),
+  tables (a CSV file)
+* ``models/<name>``: checkpoints and model artifacts; ``artifacts/<name>``: other artifacts
+* ``loggerhub/...``: run_id, part, status, and what Neptune cannot hold in the fields above
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import functools
+import glob
+import io
+import json
+import logging
+import math
+import os
+import uuid
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import neptune
+from neptune import attributes as attrs
+from neptune.attributes.namespace import Namespace
+from neptune.exceptions import FileNotFound, MetadataInconsistency, OperationNotSupported
+from neptune.types import File, FileSet, GitRef
+
+from loggerhub_hookspecs import (
+    ArtifactKind,
+    ArtifactRecord,
+    Box,
+    FigureRecord,
+    ImageRecord,
+    MetricPoint,
+    ParamValue,
+    Rejected,
+    RunInfo,
+    Status,
+    TableRecord,
+    TextRecord,
+)
+from loggerhub_neptune.keys import KeyCollision, KeyMap
+
+MODES = ("async", "sync", "offline", "debug")
+OPTIONS = frozenset({"project", "mode", "data_dir", "capture_hardware_metrics", "git_ref"})
+#: neptune ignores a longer custom_run_id (neptune/internal/utils/limits.py).
+CUSTOM_RUN_ID_MAX = 36
+#: neptune truncates longer string series values (neptune/types/series/string_series.py).
+STRING_SERIES_MAX = 1000
+#: neptune blanks larger images (neptune/internal/utils/limits.py).
+IMAGE_MAX_BYTES = 32 * 1024 * 1024
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+PARAMS = "parameters"
+MODELS = "models"
+ARTIFACTS = "artifacts"
+OWN = "loggerhub"
+BOXES = f"{OWN}/boxes"
+NONFINITE = f"{OWN}/nonfinite"
+LONG_TEXTS = f"{OWN}/long_texts"
+FIGURES = f"{OWN}/figures"
+
+_PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+            (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
+
+
+class _Conflict(Exception):
+    """A key whose Neptune field already exists with another type, or as a namespace."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str
+    project: str | None
+    data_directory: Path  # NEPTUNE_DATA_DIRECTORY, i.e. the ``.neptune`` folder itself
+    capture_hardware_metrics: bool
+    git_ref: bool
+
+    @classmethod
+    def resolve(cls, options: Mapping[str, Any], state: Mapping[str, Any]) -> Settings:
+        unknown = sorted(set(options) - OPTIONS)
+        if unknown:
+            raise Rejected(f"unknown neptune option(s) {unknown}; known: {sorted(OPTIONS)}")
+        # A resumed run keeps the mode and folder it started with, whatever the environment says now.
+        mode = state.get("mode") or options.get("mode") or os.environ.get("NEPTUNE_MODE") or (
+            "async" if os.environ.get("NEPTUNE_API_TOKEN") else "offline"
+        )
+        if mode not in MODES:
+            raise Rejected(f"neptune option mode={mode!r}: expected one of {', '.join(MODES)}")
+        project = options.get("project") or os.environ.get("NEPTUNE_PROJECT")
+        if mode in ("async", "sync") and not project:
+            # Not Rejected: setting NEPTUNE_PROJECT and running `loggerhub sync` fixes it.
+            raise ValueError(f"neptune mode {mode!r} needs a project: set options.project or NEPTUNE_PROJECT")
+        # Debug mode keeps nothing, yet the client still creates an empty ``sync`` folder there.
+        if state.get("data_directory"):
+            data_directory = Path(state["data_directory"])
+        elif options.get("data_dir"):
+            data_directory = Path(options["data_dir"]).expanduser().absolute() / ".neptune"
+        else:
+            data_directory = Path(os.environ.get("NEPTUNE_DATA_DIRECTORY", ".neptune")).absolute()
+        return cls(
+            mode=mode,
+            project=project,
+            data_directory=data_directory,
+            capture_hardware_metrics=bool(options.get("capture_hardware_metrics", False)),
+            git_ref=bool(options.get("git_ref", False)),
+        )
+
+
+def custom_run_id(run_id: str) -> str:
+    """loggerhub's run id, or a stable 36-character stand-in when Neptune would ignore it."""
+    if len(run_id) <= CUSTOM_RUN_ID_MAX:
+        return run_id
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"loggerhub:{run_id}"))
+
+
+class _Steps:
+    """Which operations of the record being delivered already ran.
+
+    A hook that fails half-way is called again with the same record; this keeps the retry from
+    appending the first half twice. It is cleared when a hook completes.
+    """
+
+    def __init__(self) -> None:
+        self._record: object = None
+        self._done: set[str] = set()
+
+    def start(self, record: object) -> None:
+        if record != self._record:
+            self._record, self._done = record, set()
+
+    def once(self, name: str, action: Callable[[], object]) -> None:
+        if name not in self._done:
+            action()
+            self._done.add(name)
+
+    def finish(self) -> None:
+        self._record, self._done = None, set()
+
+
+class Session:
+    """The Neptune run of one loggerhub run, in one delivery process."""
+
+    def __init__(self, info: RunInfo) -> None:
+        self.info = info
+        self.run: Any = None
+        self.settings: Settings | None = None
+        self.keys = KeyMap()
+        self._steps = _Steps()
+        self._figures: set[str] = set()
+        self._state: dict[str, Any] = {}
+        self._described = False
+
+    @property
+    def is_open(self) -> bool:
+        return self.run is not None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def connect(self, state: dict[str, Any], *, resume: bool) -> None:
+        """Open the Neptune run (once) and write what finds it again into ``state``."""
+        if self.run is None:
+            self._state = dict(state)
+            settings = self.settings = Settings.resolve(self.info.options, state)
+            # The client reads this when it creates the run's folder; this process is ours alone.
+            os.environ["NEPTUNE_DATA_DIRECTORY"] = str(settings.data_directory)
+            logging.getLogger("neptune").setLevel(logging.WARNING)  # no banner in the trainer's terminal
+            self.run = self._init_run(settings, resume)
+        if not self._described:
+            assert self.settings is not None
+            self._describe(self.settings)
+            self._described = True
+        state.clear()
+        state.update(self._state)
+
+    def _init_run(self, settings: Settings, resume: bool) -> Any:
+        kwargs: dict[str, Any] = dict(
+            mode=settings.mode,
+            capture_stdout=False,  # these would capture the delivery process, not the trainer
+            capture_stderr=False,
+            capture_traceback=False,
+            capture_hardware_metrics=settings.capture_hardware_metrics,
+            git_ref=None if settings.git_ref else GitRef.DISABLED,
+            source_files=[],
+        )
+        if settings.project:
+            kwargs["project"] = settings.project
+        if resume and settings.mode in ("async", "sync") and self._state.get("sys_id"):
+            return neptune.init_run(with_id=self._state["sys_id"], **kwargs)
+        tags = [f"{k}:{v}" if v else k for k, v in self.info.tags.items()]
+        return neptune.init_run(custom_run_id=custom_run_id(self.info.run_id), name=self.info.name,
+                                tags=tags or None, **kwargs)
+
+    def _describe(self, settings: Settings) -> None:
+        run = self.run
+        # With source_files=[] the client still records the running script, loggerhub's delivery
+        # module here, which says nothing about the training code.
+        for path in ("source_code/entrypoint", "source_code/files"):
+            if run.exists(path):
+                del run[path]
+        state = self._state
+        state.update(mode=settings.mode, custom_run_id=custom_run_id(self.info.run_id),
+                     data_directory=str(settings.data_directory))
+        run[f"{OWN}/run_id"] = self.info.run_id
+        run[f"{OWN}/project"] = self.info.project
+        run[f"{OWN}/status"] = "RUNNING"
+        if settings.mode == "offline":
+            # An offline run cannot be reopened: each delivery after a resume is a new container.
+            container = run.get_url().rpartition("/")[2]  # "offline/<container id>"
+            parts = list(state.get("parts", []))
+            if container not in parts:
+                parts.append(container)
+            state["parts"] = parts
+            run[f"{OWN}/part"] = len(parts)
+            if len(parts) > 1 and self.info.config:
+                # Each part becomes a run of its own when synced; give it the run's config too.
+                # Part 1 already holds these, so a key Neptune refuses here loses nothing.
+                with contextlib.suppress(Rejected):
+                    self.log_params(self.info.config)
+        elif settings.mode in ("async", "sync"):
+            state["sys_id"] = run["sys/id"].fetch()
+            state["url"] = run.get_url()
+        run.wait(disk_only=True)
+
+    def end(self, status: Status) -> None:
+        if self.run is None:
+            return
+        self.run[f"{OWN}/status"] = status.value
+        self.run["sys/failed"] = status is not Status.FINISHED
+        self.run.wait(disk_only=True)
+        self.run.stop()
+        self.run = None
+
+    # -- data -------------------------------------------------------------------------------------
+
+    def log_params(self, params: Mapping[str, ParamValue]) -> None:
+        def body() -> list[str]:
+            refused = []
+            for key, value in params.items():
+                try:
+                    path = self.keys.path(key, PARAMS)
+                    stored = _param_value(value)
+                    self._check(path, _ATOM_TYPES[type(stored)], replace=True)
+                except (KeyCollision, _Conflict) as error:
+                    refused.append(f"param {key!r}: {error}")
+                    continue
+                self._steps.once(path, functools.partial(self._assign, path, stored))
+            return refused
+
+        self._deliver(params, body)
+
+    def log_metrics(self, points: Sequence[MetricPoint]) -> None:
+        def body() -> list[str]:
+            groups: dict[str, list[MetricPoint]] = {}
+            refused = []
+            for point in points:
+                try:
+                    groups.setdefault(self.keys.path(point.key), []).append(point)
+                except KeyCollision as error:
+                    refused.append(f"metric {point.key!r}: {error}")
+            for path, series in groups.items():
+                key = series[0].key
+                finite = [p for p in series if math.isfinite(p.value)]
+                other = [p for p in series if not math.isfinite(p.value)]
+                try:
+                    if finite:
+                        self._check(path, attrs.FloatSeries)
+                    if other:
+                        companion = self.keys.path(key, NONFINITE)
+                        self._check(companion, attrs.StringSeries)
+                except (KeyCollision, _Conflict) as error:
+                    refused.append(f"metric {key!r}: {error}")
+                    continue
+                if finite:
+                    self._steps.once(path, functools.partial(
+                        self._extend, path, [x.value for x in finite], finite))
+                if other:
+                    self._steps.once(companion, functools.partial(
+                        self._extend, companion, [_nonfinite(x.value) for x in other], other))
+            return refused
+
+        self._deliver(points, body)
+
+    def log_image(self, image: ImageRecord) -> None:
+        def body() -> list[str]:
+            png = image.png_bytes()
+            if len(png) > IMAGE_MAX_BYTES:
+                raise Rejected(f"image {image.key!r}: {len(png)} bytes; Neptune holds images up to 32 MiB")
+            path = self._path(image.key, attrs.FileSeries)
+            if image.boxes:
+                boxes_path = self._path(image.key, attrs.StringSeries, BOXES)
+                png = draw_boxes(png, image.boxes)
+            self._steps.once("image", lambda: self.run[path].append(
+                File.from_content(png, extension="png"), step=image.step, timestamp=image.timestamp,
+                name=image.caption))
+            if image.boxes:
+                # One entry per box keeps each under the 1000-character limit of a string series
+                # value; no step, because a series takes one value per step.
+                values = [box_json(box, image.step, i) for i, box in enumerate(image.boxes)]
+                self._steps.once("boxes", lambda: self.run[boxes_path].extend(
+                    values, timestamps=[image.timestamp] * len(values)))
+            return []
+
+        self._deliver(image, body)
+
+    def log_figure(self, figure: FigureRecord) -> None:
+        def body() -> list[str]:
+            path = self._path(figure.key, attrs.FileSeries)
+            self._steps.once("image", lambda: self.run[path].append(
+                File.from_content(figure.png_bytes(), extension="png"), step=figure.step,
+                timestamp=figure.timestamp))
+            if path not in self._figures:
+                self._check(FIGURES, attrs.StringSet)
+                self._steps.once("mark", lambda: self.run[FIGURES].add([path]))
+                self._figures.add(path)
+            return []
+
+        self._deliver(figure, body)
+
+    def log_artifact(self, artifact: ArtifactRecord) -> None:
+        namespace = MODELS if artifact.kind is ArtifactKind.MODEL else ARTIFACTS
+        self._upload(artifact, namespace)
+
+    def checkpoint_saved(self, checkpoint: ArtifactRecord) -> None:
+        self._upload(checkpoint, MODELS)
+
+    def _upload(self, artifact: ArtifactRecord, namespace: str) -> None:
+        def body() -> list[str]:
+            source = os.path.abspath(artifact.path)
+            if artifact.is_dir:
+                path = self._path(artifact.name, attrs.FileSet, namespace)
+                # assign, not upload_files: a re-logged directory replaces the earlier set.
+                self._steps.once("upload", lambda: self.run[path].assign(FileSet([glob.escape(source)])))
+            else:
+                path = self._path(artifact.name, attrs.File, namespace)
+                self._steps.once("upload", lambda: self.run[path].upload(File(source)))
+            return []
+
+        self._deliver(artifact, body)
+
+    def log_text(self, text: TextRecord) -> None:
+        def body() -> list[str]:
+            path = self._path(text.key, attrs.StringSeries)
+            self._steps.once("text", lambda: self.run[path].append(
+                text.text[:STRING_SERIES_MAX], step=text.step, timestamp=text.timestamp))
+            if len(text.text) > STRING_SERIES_MAX:
+                full = f"{self.keys.path(text.key, LONG_TEXTS)}/{text.step}"
+                self._check(full, attrs.File)
+                self._steps.once("full", lambda: self.run[full].upload(
+                    File.from_content(text.text.encode("utf-8"), extension="txt")))
+            return []
+
+        self._deliver(text, body)
+
+    def log_table(self, table: TableRecord) -> None:
+        def body() -> list[str]:
+            path = self._path(table.key, attrs.File)
+            out = io.StringIO()
+            writer = csv.writer(out)
+            writer.writerow(table.columns)
+            writer.writerows(table.rows)
+            self._steps.once("table", lambda: self.run[path].upload(
+                File.from_content(out.getvalue(), extension="csv")))
+            return []
+
+        self._deliver(table, body)
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _deliver(self, record: object, body: Callable[[], list[str]]) -> None:
+        if self.run is None:
+            raise RuntimeError("the Neptune run is not open: run_start or run_resume was not called")
+        self._steps.start(record)
+        try:
+            refused = body()
+            # Returning acknowledges the record, so it must be in the client's files by then.
+            self.run.wait(disk_only=True)
+        except (KeyCollision, _Conflict, MetadataInconsistency, OperationNotSupported, FileNotFound,
+                TypeError, ValueError) as error:
+            self._steps.finish()
+            raise Rejected(f"Neptune cannot store this record: {error}") from error
+        except Rejected:
+            self._steps.finish()
+            raise
+        self._steps.finish()
+        if refused:
+            raise Rejected("; ".join(refused) + " (the record's other values were stored)")
+
+    def _assign(self, path: str, value: object) -> None:
+        self.run[path] = value
+
+    def _extend(self, path: str, values: Sequence[float | str], points: Sequence[MetricPoint]) -> None:
+        self.run[path].extend(list(values), steps=[p.step for p in points],
+                              timestamps=[p.timestamp for p in points])
+
+    def _path(self, key: str, kind: type, namespace: str | None = None) -> str:
+        path = self.keys.path(key, namespace)
+        self._check(path, kind)
+        return path
+
+    def _check(self, path: str, kind: type, *, replace: bool = False) -> None:
+        """Make sure ``path`` can take a field of ``kind``; ``replace`` drops an atom of another type."""
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            prefix = "/".join(parts[:i])
+            found = self.run.get_attribute(prefix)
+            if found is None:
+                break
+            if not isinstance(found, Namespace):
+                raise _Conflict(f"Neptune field {prefix!r} is a {type(found).__name__}, so it cannot "
+                                f"also be a namespace holding {path!r}")
+        found = self.run.get_attribute(path)
+        if found is None:
+            return
+        if isinstance(found, Namespace):
+            raise _Conflict(f"Neptune field {path!r} is already a namespace (another key starts with "
+                            f"'{path}/'), so it cannot hold a {kind.__name__}")
+        if isinstance(found, kind):
+            return
+        if replace and type(found) in _ATOM_TYPES.values():
+            del self.run[path]  # a param changed type: the later value wins, as with any param
+            return
+        raise _Conflict(
+            f"Neptune field {path!r} already holds a {type(found).__name__}, not a {kind.__name__}")
+
+
+_ATOM_TYPES: dict[type, type] = {
+    str: attrs.String,
+    int: attrs.Integer,
+    float: attrs.Float,
+    bool: attrs.Boolean,
+}
+
+
+def _param_value(value: Any) -> str | int | float | bool:
+    """A param as a Neptune atom: bool, 32-bit int, finite float and str stay themselves; the
+    rest (None, lists, larger ints, NaN/inf) become JSON text, which reads back losslessly."""
+    if isinstance(value, bool) or isinstance(value, str):
+        return value
+    if isinstance(value, int) and INT32_MIN <= value <= INT32_MAX:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    if isinstance(value, float):
+        return _nonfinite(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _nonfinite(value: float) -> str:
+    if math.isnan(value):
+        return "nan"
+    return "inf" if value > 0 else "-inf"
+
+
+def box_json(box: Box, step: int, index: int) -> str:
+    """One box as the JSON text stored in ``loggerhub/boxes/<key>``."""
+    return json.dumps({"step": step, "index": index, **dataclasses.asdict(box)},
+                      ensure_ascii=False, separators=(",", ":"))
+
+
+def draw_boxes(png: bytes, boxes: Sequence[Box]) -> bytes:
+    """The PNG with its boxes and their labels drawn on it."""
+    from PIL import Image, ImageDraw
+
+    with Image.open(io.BytesIO(png)) as source:
+        canvas = source.convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    width = max(1, round(min(canvas.size) / 160))
+    for box in boxes:
+        seed = box.class_id if box.class_id is not None else zlib.crc32((box.label or "").encode())
+        color = _PALETTE[seed % len(_PALETTE)]
+        x0, x1 = sorted((box.x0, box.x1))
+        y0, y1 = sorted((box.y0, box.y1))
+        draw.rectangle((x0, y0, x1, y1), outline=color, width=width)
+        caption = " ".join(filter(None, [box.label, None if box.score is None else f"{box.score:.2f}"]))
+        if caption:
+            draw.text((x0 + width + 1, y0 + width), caption, fill=color)
+    out = io.BytesIO()
+    canvas.save(out, format="PNG")
+    return out.getvalue()
+
+
+def client_version() -> str:
+    return str(neptune.__version__)
+
+
+__all__ = ["Session", "Settings", "box_json", "client_version", "custom_run_id", "draw_boxes"]

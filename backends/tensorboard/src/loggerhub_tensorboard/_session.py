@@ -1,0 +1,512 @@
+"""One run's TensorBoard logdir: its event files, drawn images, hparams and copied artifacts.
+
+Imported only by a delivery worker, from ``loggerhub_run_start`` / ``loggerhub_run_resume``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import html
+import io
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorboard.compat.proto.tensor_pb2 import TensorProto
+from tensorboard.plugins.hparams import api_pb2 as hp_api
+from tensorboard.plugins.hparams import metadata as hp_metadata
+from tensorboard.plugins.hparams import plugin_data_pb2 as hp_data
+from tensorboard.plugins.image import metadata as image_metadata
+from tensorboard.plugins.scalar import metadata as scalar_metadata
+from tensorboard.plugins.text import metadata as text_metadata
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+from loggerhub_hookspecs import (
+    ArtifactRecord,
+    Box,
+    FigureRecord,
+    ImageRecord,
+    MetricPoint,
+    ParamValue,
+    Rejected,
+    RunInfo,
+    Status,
+    TableRecord,
+    TableRole,
+    TextRecord,
+)
+from loggerhub_tensorboard import keys, reader
+
+SCALARS = scalar_metadata.PLUGIN_NAME
+IMAGES = image_metadata.PLUGIN_NAME
+TEXT = text_metadata.PLUGIN_NAME
+
+RUN_TAG = keys.reserved("run")
+PARAMS_TAG = keys.reserved("params")
+STATUS_TAG = keys.reserved("status")
+
+OPTION_NAMES = ("logdir", "flush_secs", "hparams_experiment")
+
+# TensorBoard 2.21's hparams API has no "aborted" status: a killed run did not succeed.
+HPARAMS_STATUS = {
+    Status.FINISHED: hp_api.STATUS_SUCCESS,
+    Status.FAILED: hp_api.STATUS_FAILURE,
+    Status.KILLED: hp_api.STATUS_FAILURE,
+}
+
+# Integers beyond this lose digits as the doubles that HParams numbers are.
+_MAX_EXACT_INT = 2**53
+_PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128))
+
+
+def annotations_tag(tag: str) -> str:
+    return keys.reserved(f"annotations/{tag}")
+
+
+def artifact_tag(folder: str, name: str) -> str:
+    return keys.reserved(f"{folder}/{name}")
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class Options:
+    logdir: Path
+    flush_secs: float
+    hparams_experiment: bool
+
+
+def parse_options(run: RunInfo) -> Options:
+    """The backend's options. A bad one is reported and replaced by its default, because the
+    options are frozen in the journal: failing would block this run's delivery for good."""
+    raw = dict(run.options)
+    for name in sorted(set(raw) - set(OPTION_NAMES)):
+        _warn(f"ignoring unknown option {name!r} (known: {', '.join(OPTION_NAMES)})")
+    logdir = raw.get("logdir")
+    if logdir in (None, ""):
+        path = run.dir / "tensorboard"
+    else:
+        path = Path(str(logdir).replace("{project}", run.project).replace("{run_id}", run.run_id))
+    flush_secs = raw.get("flush_secs", 0)
+    if isinstance(flush_secs, bool) or not isinstance(flush_secs, (int, float)) or not flush_secs >= 0:
+        _warn(f"flush_secs must be a number >= 0, got {flush_secs!r}; using 0")
+        flush_secs = 0
+    experiment = raw.get("hparams_experiment", False)
+    if not isinstance(experiment, bool):
+        _warn(f"hparams_experiment must be true or false, got {experiment!r}; using false")
+        experiment = False
+    return Options(path.expanduser().absolute(), float(flush_secs), experiment)
+
+
+def _warn(message: str) -> None:
+    print(f"loggerhub[tensorboard]: {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- the session
+
+
+class Session:
+    """Writes one run into its logdir. A resumed delivery opens a new event file beside the
+    earlier ones; TensorBoard reads all event files of a directory as one run."""
+
+    def __init__(self, run: RunInfo, options: Options, *, resumed: bool) -> None:
+        self.run = run
+        self.logdir = options.logdir
+        self._flush_secs = options.flush_secs
+        self._experiment = options.hparams_experiment
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        # TensorBoard keeps one plugin per tag (the first it reads), in every event file of the
+        # run: earlier deliveries' tags, and any other writer's, count.
+        earlier = reader.scan(self.logdir)
+        self._plugins = earlier.plugins
+        self._hparams_pending = hp_metadata.SESSION_START_INFO_TAG not in self._plugins
+        self._params: dict[str, ParamValue] = dict(run.config)
+        # Our own texts (params, status) go at the latest step so far: the default loader hides
+        # a tag's records at steps >= that of a newer record.
+        self._step = earlier.last_step
+        self._wall_time = max(run.started_at, earlier.last_wall_time)
+        self._writer: EventFileWriter | None = None
+        self._tags_in_file: set[str] = set()
+        atexit.register(self.close)
+        if not resumed:
+            self._write_run_info()
+            self.done()
+
+    # -- records ------------------------------------------------------------------------------
+
+    def log_params(self, params: Mapping[str, ParamValue]) -> None:
+        self._params.update(params)
+        if params:
+            rows = [(key, _render(value)) for key, value in params.items()]
+            self._text(PARAMS_TAG, markdown_table(("param", "value"), rows), self._step, self._wall_time)
+        self.done()
+
+    def log_metrics(self, points: Sequence[MetricPoint]) -> None:
+        self._start_hparams()
+        refused: list[str] = []
+        events: dict[tuple[int, float], list[tuple[str, str, TensorProto]]] = {}
+        for point in points:
+            tag = keys.to_tracker(point.key)
+            held = self._claim(tag, SCALARS)
+            if held is not None:
+                refused.append(f"{point.key!r}@{point.step} (the tag holds {held})")
+                continue
+            # The data server that TensorBoard reads with by default drops DT_DOUBLE scalars.
+            tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=_SCALAR_SHAPE,
+                                            float_val=[point.value])
+            events.setdefault((point.step, point.timestamp), []).append((tag, SCALARS, tensor))
+        for (step, wall_time), values in events.items():
+            self._emit(step, wall_time, values)
+        self.done()
+        if refused:
+            raise Rejected(
+                "TensorBoard keeps one kind of data per tag; these metric points went to tags that "
+                f"already hold other data and were not written: {', '.join(refused[:20])}"
+                + (f" and {len(refused) - 20} more" if len(refused) > 20 else "")
+            )
+
+    def log_image(self, image: ImageRecord) -> None:
+        self._start_hparams()
+        tag = self._claim_or_reject(keys.to_tracker(image.key), IMAGES, image.key)
+        png = _media(image.path)
+        width, height = image.width, image.height
+        if image.boxes:
+            try:
+                png, width, height = draw_boxes(png, image.boxes)
+            except OSError as error:  # Pillow cannot read it: retrying will not change that
+                raise Rejected(f"image {image.key!r}: cannot draw its boxes: {error}") from error
+        self._emit(image.step, image.timestamp, [(tag, IMAGES, _image_tensor(png, width, height))])
+        if image.boxes or image.caption is not None:
+            note = {
+                "caption": image.caption,
+                "width": image.width,
+                "height": image.height,
+                "boxes": [box_dict(box) for box in image.boxes],
+            }
+            self._text(annotations_tag(tag), json.dumps(note, ensure_ascii=False), image.step,
+                       image.timestamp)
+        self.done()
+
+    def log_figure(self, figure: FigureRecord) -> None:
+        self._start_hparams()
+        tag = self._claim_or_reject(keys.to_tracker(figure.key), IMAGES, figure.key)
+        tensor = _image_tensor(_media(figure.path), figure.width, figure.height)
+        self._emit(figure.step, figure.timestamp, [(tag, IMAGES, tensor)])
+        self.done()
+
+    def log_text(self, text: TextRecord) -> None:
+        self._start_hparams()
+        tag = self._claim_or_reject(keys.to_tracker(text.key), TEXT, text.key)
+        self._text(tag, text.text, text.step, text.timestamp)
+        self.done()
+
+    def log_table(self, table: TableRecord) -> None:
+        self._start_hparams()
+        tag = self._claim_or_reject(keys.to_tracker(table.key), TEXT, table.key)
+        self._text(tag, table_markdown(table), table.step, table.timestamp)
+        self.done()
+
+    def log_artifact(self, artifact: ArtifactRecord, folder: str = "artifacts") -> None:
+        """Copy the artifact to ``<logdir>/<folder>/<name>`` and note it in the Text tab."""
+        self._start_hparams()
+        if not artifact.path.exists():
+            raise Rejected(f"artifact {artifact.name!r}: its copy in the run directory is gone: "
+                           f"{artifact.path}")
+        root = self.logdir / folder
+        target = root / artifact.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # The name is relative and free of "..": only a symlink planted under root can escape.
+        if not target.parent.resolve().is_relative_to(root.resolve()):
+            raise Rejected(f"artifact name leaves {root}: {artifact.name!r}")
+        _remove(target)
+        if artifact.is_dir:
+            shutil.copytree(artifact.path, target, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(artifact.path, target)
+        what = "directory" if artifact.is_dir else "file"
+        note = f"{artifact.kind.value} {what}, {artifact.size} bytes: `{folder}/{artifact.name}`"
+        self._text(artifact_tag(folder, artifact.name), note, artifact.step, artifact.timestamp)
+        self.done()
+
+    def end(self, status: Status) -> None:
+        """Status, session end (and the experiment summary when asked for), then close."""
+        self._start_hparams()
+        self._text(STATUS_TAG, status.value, self._step, self._wall_time)
+        end_info = hp_data.SessionEndInfo(status=HPARAMS_STATUS[status], end_time_secs=self._wall_time)
+        self._hparams(hp_metadata.SESSION_END_INFO_TAG, hp_data.HParamsPluginData(session_end_info=end_info),
+                      self._wall_time)
+        if self._experiment:
+            self._write_experiment()
+        self.close()
+
+    # -- hparams ------------------------------------------------------------------------------
+
+    def _start_hparams(self) -> None:
+        """Write the HParams session start, once per logdir, with the params known by then.
+
+        TensorBoard keeps the first hparams summary of a run, so it is written with the first
+        record that is not params: params logged later reach the Text tab only.
+        """
+        if not self._hparams_pending:
+            return
+        info = hp_data.SessionStartInfo(group_name=self.run.run_id, start_time_secs=self.run.started_at)
+        for name, value in self._params.items():
+            set_hparam(info.hparams[name], value)
+        self._hparams(hp_metadata.SESSION_START_INFO_TAG, hp_data.HParamsPluginData(session_start_info=info),
+                      self.run.started_at)
+        self._hparams_pending = False
+
+    def _write_experiment(self) -> None:
+        types = {"bool_value": hp_api.DATA_TYPE_BOOL, "number_value": hp_api.DATA_TYPE_FLOAT64}
+        infos = []
+        for name, value in self._params.items():
+            probe = hp_data.SessionStartInfo()
+            set_hparam(probe.hparams[name], value)
+            kind = probe.hparams[name].WhichOneof("kind")
+            infos.append(hp_api.HParamInfo(name=name, type=types.get(kind, hp_api.DATA_TYPE_STRING)))
+        metrics = [
+            hp_api.MetricInfo(name=hp_api.MetricName(tag=tag))
+            for tag, plugin in sorted(self._plugins.items())
+            if plugin == SCALARS and not keys.is_reserved(tag)
+        ]
+        experiment = hp_api.Experiment(hparam_infos=infos, metric_infos=metrics,
+                                       time_created_secs=self.run.started_at)
+        self._hparams(hp_metadata.EXPERIMENT_TAG, hp_data.HParamsPluginData(experiment=experiment),
+                      self.run.started_at)
+
+    def _hparams(self, tag: str, data: hp_data.HParamsPluginData, wall_time: float) -> None:
+        value = summary_pb2.Summary.Value(tag=tag, tensor=hp_metadata.NULL_TENSOR,
+                                          metadata=hp_metadata.create_summary_metadata(data))
+        self._plugins.setdefault(tag, hp_metadata.PLUGIN_NAME)
+        self._write(event_pb2.Event(step=0, wall_time=wall_time, summary=summary_pb2.Summary(value=[value])))
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _write_run_info(self) -> None:
+        run = self.run
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.started_at))
+        rows = [("run id", run.run_id), ("name", run.name), ("project", run.project), ("started", started)]
+        rows += [(f"tag: {name}", value) for name, value in run.tags.items()]
+        self._text(RUN_TAG, markdown_table(("loggerhub", ""), rows), 0, run.started_at)
+
+    def _claim(self, tag: str, plugin: str) -> str | None:
+        """None when ``tag`` may hold ``plugin``'s data, else the plugin that holds it already."""
+        held = self._plugins.setdefault(tag, plugin)
+        return None if held == plugin else held
+
+    def _claim_or_reject(self, tag: str, plugin: str, key: str) -> str:
+        held = self._claim(tag, plugin)
+        if held is not None:
+            raise Rejected(
+                f"key {key!r}: its TensorBoard tag {tag!r} already holds {held} data in {self.logdir}, "
+                f"and TensorBoard keeps one kind of data per tag; log this {plugin} record under "
+                "another key"
+            )
+        return tag
+
+    def _text(self, tag: str, text: str, step: int, wall_time: float) -> None:
+        tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=_SCALAR_SHAPE,
+                                        string_val=[text.encode("utf-8")])
+        self._emit(step, wall_time, [(tag, TEXT, tensor)])
+
+    def _emit(self, step: int, wall_time: float, values: list[tuple[str, str, TensorProto]]) -> None:
+        self._step = max(self._step, step)
+        self._wall_time = max(self._wall_time, wall_time)
+        writer = self._open_writer()
+        summary = summary_pb2.Summary()
+        for tag, plugin, tensor in values:
+            # Like TensorFlow's writers: metadata on a tag's first value in each file only.
+            if tag in self._tags_in_file:
+                summary.value.add(tag=tag, tensor=tensor)
+            else:
+                summary.value.add(tag=tag, tensor=tensor, metadata=_METADATA[plugin])
+        self._write(event_pb2.Event(step=step, wall_time=wall_time, summary=summary), writer)
+        self._tags_in_file.update(tag for tag, _, _ in values)
+
+    def _write(self, event: event_pb2.Event, writer: EventFileWriter | None = None) -> None:
+        writer = writer or self._open_writer()
+        try:
+            writer.add_event(event)
+        except Exception:
+            # A failed writer thread never recovers; the retry gets a fresh event file.
+            self._drop_writer()
+            raise
+
+    def _open_writer(self) -> EventFileWriter:
+        if self._writer is None:
+            _wait_for_later_file_name(self.logdir)
+            self._writer = EventFileWriter(str(self.logdir), max_queue_size=1024,
+                                           flush_secs=self._flush_secs or 120)
+            self._tags_in_file = set()
+        return self._writer
+
+    def done(self) -> None:
+        """End of a hook: with ``flush_secs`` 0, what the hook delivered is in the file now."""
+        if self._flush_secs == 0 and self._writer is not None:
+            try:
+                self._writer.flush()
+            except Exception:
+                self._drop_writer()
+                raise
+
+    def _drop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with contextlib.suppress(Exception):  # it failed already; the caller raises that error
+                writer.close()
+
+    def close(self) -> None:
+        atexit.unregister(self.close)
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+_SCALAR_SHAPE = tensor_shape_pb2.TensorShapeProto()
+_METADATA = {
+    SCALARS: scalar_metadata.create_summary_metadata(display_name=None, description=None),
+    IMAGES: image_metadata.create_summary_metadata(display_name=None, description=None),
+    TEXT: text_metadata.create_summary_metadata(display_name=None, description=None),
+}
+_EVENT_FILE_STAMP = re.compile(r"events\.out\.tfevents\.(\d+)\.")
+
+
+def _wait_for_later_file_name(logdir: Path) -> None:
+    """Event file names start with the second they were created in, then host and pid; a file
+    created in the same second as an earlier one may sort (and so be read) before it. Wait for
+    the next second, unless the earlier file is from a clock more than a second ahead."""
+    stamps = [int(m.group(1)) for p in logdir.iterdir() if (m := _EVENT_FILE_STAMP.match(p.name))]
+    if not stamps:
+        return
+    latest = max(stamps)
+    if latest > time.time() + 1:
+        return
+    while int(time.time()) <= latest:
+        time.sleep(0.05)
+
+
+def _media(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as error:  # deleted from the run directory: no retry brings it back
+        raise Rejected(f"media file missing from the run directory: {path}") from error
+
+
+def _image_tensor(png: bytes, width: int, height: int) -> TensorProto:
+    # The image plugin's format: a string vector [width, height, encoded image...].
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=3)])
+    return tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=shape,
+                                  string_val=[str(width).encode(), str(height).encode(), png])
+
+
+def set_hparam(target: Any, value: ParamValue) -> None:
+    """Set a ``google.protobuf.Value`` the way the HParams plugin can show it.
+
+    Bools, strings and numbers keep their type; integers beyond 2**53 and NaN/inf become strings
+    (numbers are doubles, and NaN breaks the plugin's JSON); anything else becomes its ``str``.
+    """
+    if isinstance(value, bool):
+        target.bool_value = value
+    elif isinstance(value, int) and abs(value) <= _MAX_EXACT_INT:
+        target.number_value = value
+    elif isinstance(value, float) and math.isfinite(value):
+        target.number_value = value
+    elif isinstance(value, str):
+        target.string_value = value
+    else:
+        target.string_value = str(value)
+
+
+def box_dict(box: Box) -> dict[str, Any]:
+    return {"x0": box.x0, "y0": box.y0, "x1": box.x1, "y1": box.y1, "label": box.label,
+            "score": box.score, "class_id": box.class_id}
+
+
+def draw_boxes(png: bytes, boxes: Sequence[Box]) -> tuple[bytes, int, int]:
+    """The image with its boxes and their labels drawn on it, as PNG."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    with Image.open(io.BytesIO(png)) as source:
+        image = source.convert("RGBA" if "A" in source.getbands() else "RGB")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    line = max(1, round(min(image.size) / 150))
+    for box in boxes:
+        x0, x1 = sorted((box.x0, box.x1))
+        y0, y1 = sorted((box.y0, box.y1))
+        key = box.class_id if box.class_id is not None else zlib.crc32((box.label or "").encode())
+        color = _PALETTE[key % len(_PALETTE)]
+        draw.rectangle((x0, y0, x1, y1), outline=color, width=line)
+        label = " ".join(
+            part for part in (box.label, None if box.score is None else f"{box.score:.2f}") if part
+        )
+        if label:
+            left, top, right, bottom = draw.textbbox((x0, y0), label, font=font)
+            lift = bottom - top + 2
+            y = y0 - lift if y0 >= lift else y0
+            draw.rectangle((x0, y, x0 + right - left + 2, y + lift), fill=color)
+            draw.text((x0 + 1, y), label, fill=(255, 255, 255), font=font)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue(), image.width, image.height
+
+
+def _render(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def _cell(value: Any) -> str:
+    """A markdown table cell that shows ``value`` literally."""
+    text = html.escape(_render(value), quote=False)
+    text = re.sub(r"([\\`*_\[\]|])", r"\\\1", text)
+    return text.replace("\r\n", "\n").replace("\n", "<br>")
+
+
+def markdown_table(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:
+    if not header:
+        return "(empty table)"
+    lines = ["| " + " | ".join(_cell(c) for c in header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def table_markdown(table: TableRecord) -> str:
+    if table.role is TableRole.CONFUSION_MATRIX:
+        header = ("true \\ predicted", *table.columns)
+        rows = [(label, *row) for label, row in zip(table.columns, table.rows, strict=False)]
+        return markdown_table(header, rows)
+    return markdown_table(table.columns, table.rows)
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def _link_or_copy(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Any:
+    """Hard-link when the logdir shares a filesystem with the run directory: a checkpoint then
+    takes no second copy of disk space. The journal replaces, never rewrites, its copies."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+    return target
+
