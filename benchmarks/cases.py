@@ -290,6 +290,61 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- Ultralytics
+
+
+def _yolo_train(args: argparse.Namespace, configure) -> dict[str, Any]:
+    """Median wall time of ``args.n`` trainings of YOLO11n on a synthetic dataset, offline."""
+    import statistics
+
+    from loggerhub.testing.ultralytics import detect_dataset, offline_environment
+
+    os.environ.update(offline_environment(args.workdir / "yolo-env"))
+    data = detect_dataset(args.workdir / "yolo-data", train_images=16, val_images=8)
+    from ultralytics import YOLO
+
+    times = []
+    for index in range(args.n):
+        model = YOLO("yolo11n.yaml")
+        finish = configure(model, index)
+        started = time.perf_counter()
+        model.train(data=str(data), epochs=3, imgsz=64, batch=8, workers=0, device="cpu", amp=False,
+                    plots=True, project=str(args.workdir / "yolo-runs"), name=f"{args.case}-{index}",
+                    exist_ok=True, verbose=False, seed=0, deterministic=True)
+        times.append(time.perf_counter() - started)
+        finish()
+    return {"seconds": statistics.median(times), "all": times}
+
+
+def case_yolo_none(args: argparse.Namespace) -> dict[str, Any]:
+    from ultralytics.utils import SETTINGS
+
+    SETTINGS.update({key: False for key in ("comet", "mlflow", "tensorboard", "wandb", "clearml",
+                                            "dvc", "hub", "neptune", "raytune") if key in SETTINGS})
+    return _yolo_train(args, lambda model, index: (lambda: None))
+
+
+def case_yolo_builtin(args: argparse.Namespace) -> dict[str, Any]:
+    """Ultralytics' own Comet (offline), MLflow (the local server) and TensorBoard callbacks."""
+    os.environ.update({"COMET_MODE": "offline", "COMET_OFFLINE_DIRECTORY": str(args.workdir / "comet-builtin"),
+                       "MLFLOW_TRACKING_URI": args.tracking_uri, "MLFLOW_EXPERIMENT_NAME": "yolo-builtin"})
+    from ultralytics.utils import SETTINGS
+
+    SETTINGS.update({"comet": True, "mlflow": True, "tensorboard": True})
+    return _yolo_train(args, lambda model, index: (lambda: None))
+
+
+def case_yolo_loggerhub(args: argparse.Namespace) -> dict[str, Any]:
+    from loggerhub.integrations.ultralytics import attach
+
+    def configure(model: Any, index: int):
+        run = attach(model, backends=["local", *TRACKERS], project="bench-yolo", name=f"yolo-{index}",
+                     dir=args.workdir / "yolo-lh-runs", options=tracker_options(args.workdir, args.tracking_uri))
+        return lambda: run.finish()
+
+    return _yolo_train(args, configure)
+
+
 # --------------------------------------------------------------------------- import time
 
 

@@ -1,0 +1,71 @@
+"""`pip install loggerhub[<tracker>]` really works: wheels of the core, the contract and the
+plugins, installed into a fresh virtualenv, discover the plugins and deliver a run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECTS = [ROOT / "hookspecs", ROOT, *sorted(p for p in (ROOT / "backends").iterdir() if (p / "pyproject.toml").exists())]
+
+
+@pytest.mark.slow
+def test_extras_install_from_wheels_and_deliver(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels),
+                    *map(str, PROJECTS)], check=True)
+    built = sorted(p.name.split("-")[0] for p in wheels.glob("*.whl"))
+    assert built == sorted(["loggerhub", "loggerhub_comet", "loggerhub_hookspecs", "loggerhub_mlflow",
+                            "loggerhub_neptune", "loggerhub_tensorboard"])
+
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                    "--find-links", str(wheels), "loggerhub[mlflow,tensorboard]==0.1.0"], check=True)
+
+    listing = subprocess.run([str(env_dir / "bin" / "loggerhub"), "backends"], capture_output=True,
+                             text=True, check=True).stdout
+    for line in ("local", "mlflow", "tensorboard"):
+        assert any(row.startswith(line) and "ok (" in row for row in listing.splitlines()), listing
+    assert "neptune" not in listing and "comet" not in listing  # not asked for, not installed
+
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, loggerhub
+        from mlflow.tracking import MlflowClient
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        store = {str(tmp_path / "mlruns")!r}
+        with loggerhub.init(project="wheels", name="w", dir={str(tmp_path / "runs")!r},
+                            backends=["mlflow", "tensorboard"], config={{"lr": 0.1}},
+                            options={{"mlflow": {{"tracking_uri": store}},
+                                      "tensorboard": {{"logdir": {str(tmp_path / "tb")!r}}}}}) as run:
+            for step in range(5):
+                run.log_metrics({{"loss": 1.0 / (step + 1)}}, step=step)
+        client = MlflowClient(store)
+        experiment = client.get_experiment_by_name("wheels")
+        mlflow_run = client.search_runs([experiment.experiment_id])[0]
+        history = [(m.step, m.value) for m in client.get_metric_history(mlflow_run.info.run_id, "loss")]
+        accumulator = EventAccumulator({str(tmp_path / "tb")!r}, size_guidance={{"scalars": 0}})
+        accumulator.Reload()
+        tb = [(e.step, round(e.value, 6)) for e in accumulator.Scalars("loss")]
+        print(json.dumps({{"mlflow": sorted(history), "status": mlflow_run.info.status,
+                          "params": mlflow_run.data.params, "tensorboard": tb,
+                          "summary": run.summary}}))
+    """))
+    out = subprocess.run([str(python), str(script)], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    expected = [[step, round(1.0 / (step + 1), 6)] for step in range(5)]
+    assert [[s, round(v, 6)] for s, v in result["mlflow"]] == expected
+    assert [list(p) for p in result["tensorboard"]] == expected
+    assert result["status"] == "FINISHED" and result["params"] == {"lr": "0.1"}
+    assert all(t["undelivered"] == 0 for t in result["summary"]["trackers"].values())
