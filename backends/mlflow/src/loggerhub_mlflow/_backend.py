@@ -1,0 +1,561 @@
+"""Everything that imports mlflow. Loaded only inside a delivery process (and by client_version).
+
+The delivery process belongs to this backend alone, so the MLflow environment below is set for
+the whole process, before ``mlflow`` is imported.
+"""
+
+from __future__ import annotations
+
+import os
+
+# The client's own HTTP retries last minutes by default (7 retries, backoff factor 2, 120 s
+# timeout). loggerhub retries every failed hook with its own backoff, so the client should fail
+# fast and let loggerhub retry; a user's own setting still wins.
+_ENV_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+}
+for _name, _value in _ENV_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
+# A hook returns only once its record is stored: asynchronous logging would break that promise.
+os.environ["MLFLOW_ENABLE_ASYNC_LOGGING"] = "false"
+
+import functools  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import posixpath  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import urllib.parse  # noqa: E402
+from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, TypeVar  # noqa: E402
+
+import mlflow  # noqa: E402
+from mlflow.entities import Metric, Param, RunStatus, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from loggerhub_hookspecs import (  # noqa: E402
+    ArtifactKind,
+    ArtifactRecord,
+    Box,
+    FigureRecord,
+    ImageRecord,
+    MetricPoint,
+    ParamValue,
+    Rejected,
+    RunInfo,
+    Status,
+    TableRecord,
+    TableRole,
+    TextRecord,
+)
+from loggerhub_mlflow.keys import KeyCollision, KeyMap, UnmappableKey, to_tracker  # noqa: E402
+
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_PER_BATCH = 100
+MAX_PARAM_VALUE_LENGTH = 6000
+MAX_TAG_VALUE_LENGTH = 8000
+MAX_FILE_NAME_BYTES = 255
+
+RUN_ID_TAG = "loggerhub.run_id"
+PROJECT_TAG = "loggerhub.project"
+PARAMS_DIFFER_TAG = "loggerhub.params_differ"
+PARAMS_FILE = "loggerhub/params.json"
+RUN_FILE = "loggerhub/run.json"
+LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # MLflow's index of log_table files
+LOGGED_IMAGES_TAG = "mlflow.loggedImages"
+
+#: MLflow error codes that no retry can fix: the record is refused for good.
+PERMANENT_ERRORS = frozenset({"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_REQUEST"})
+
+ARTIFACT_FOLDERS = {ArtifactKind.MODEL: "models", ArtifactKind.DATASET: "datasets", ArtifactKind.FILE: ""}
+
+
+def client_version() -> str:
+    return str(mlflow.__version__)
+
+
+# --------------------------------------------------------------------------- where the run lives
+
+
+def resolve_tracking_uri(options: Mapping[str, Any], run_dir: Path,
+                         state: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
+    """The tracking URI, the artifact root for experiments this backend creates, and the URI
+    to remember in ``state`` (None when it must not be stored: the default, or credentials in it).
+
+    Order: the ``tracking_uri`` option, ``MLFLOW_TRACKING_URI``, the URI a previous delivery of
+    this run used, then ``<run dir>/mlruns``.
+    """
+    remembered: str | None = None
+    if options.get("tracking_uri"):
+        uri = str(options["tracking_uri"])
+        remembered = uri
+    elif os.environ.get("MLFLOW_TRACKING_URI"):
+        uri = os.environ["MLFLOW_TRACKING_URI"]
+        remembered = uri
+    elif state.get("tracking_uri"):
+        uri = str(state["tracking_uri"])
+        remembered = uri
+    else:
+        uri = str(run_dir / "mlruns")
+    uri, artifact_root = _store_for(uri)
+    if remembered is not None:
+        remembered = None if _has_credentials(uri) else uri
+    if options.get("artifact_location"):
+        artifact_root = str(options["artifact_location"])
+    return uri, artifact_root, remembered
+
+
+def _store_for(uri: str) -> tuple[str, str | None]:
+    """A local directory becomes a SQLite store inside it; MLflow's file store is deprecated."""
+    if uri.startswith("sqlite:///"):
+        database = uri[len("sqlite:///"):]
+        if database and database != ":memory:":
+            return uri, str(Path(database).expanduser().resolve().parent / "mlartifacts")
+        return uri, None
+    if ":" in uri or uri == "databricks":
+        return uri, None  # a server, a file: store, or another scheme MLflow knows
+    path = Path(uri).expanduser().resolve()
+    if path.suffix == ".db":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}", str(path.parent / "mlartifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / 'mlflow.db'}", str(path / "mlartifacts")
+
+
+def _has_credentials(uri: str) -> bool:
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:
+        return True
+    return bool(parts.username or parts.password or parts.query)
+
+
+# --------------------------------------------------------------------------- error handling
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def delivery(method: F) -> F:
+    """Turns MLflow's permanent refusals into ``Rejected`` and remembers a failed attempt.
+
+    After a failure the record may already be partly in MLflow; ``log_image``, the one call that
+    is not idempotent by itself, checks before writing again.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: MlflowRun, *args: Any) -> Any:
+        try:
+            result = method(self, *args)
+        except Rejected:
+            self.in_doubt = False
+            raise
+        except (UnmappableKey, KeyCollision) as error:
+            self.in_doubt = False
+            raise Rejected(str(error)) from error
+        except MlflowException as error:
+            if error.error_code in PERMANENT_ERRORS:
+                self.in_doubt = False
+                raise Rejected(f"MLflow refused it: {error.message}") from error
+            self.in_doubt = True
+            raise
+        except BaseException:
+            self.in_doubt = True
+            raise
+        self.in_doubt = False
+        return result
+
+    return wrapper  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class MlflowRun:
+    """One loggerhub run delivered to one MLflow run."""
+
+    def __init__(self, client: MlflowClient, run_id: str, experiment_id: str, *, fresh: bool) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+        self.keys = KeyMap()
+        self.in_doubt = False
+        # A run that existed before this process may hold any record delivered again now (a
+        # crash before the offset was saved, a replay): its images are listed once, up front.
+        self._fresh = fresh
+        self._image_files: set[str] | None = None
+        self._params_doc: dict[str, Any] | None = {"params": {}, "differs": {}} if fresh else None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, run: RunInfo, state: dict[str, Any]) -> MlflowRun:
+        uri, artifact_root, remembered = resolve_tracking_uri(run.options, run.dir, {})
+        client = MlflowClient(uri)
+        mlflow_run, fresh = _find_or_create(client, run, artifact_root)
+        state.update(run_id=mlflow_run.info.run_id, experiment_id=mlflow_run.info.experiment_id)
+        if remembered is not None:
+            state["tracking_uri"] = remembered
+        self = cls(client, mlflow_run.info.run_id, mlflow_run.info.experiment_id, fresh=fresh)
+        if mlflow_run.info.status != RunStatus.to_string(RunStatus.RUNNING):
+            client.update_run(self.run_id, status="RUNNING")
+        client.log_dict(self.run_id, _run_document(run), RUN_FILE)
+        return self
+
+    @classmethod
+    def resume(cls, run: RunInfo, state: dict[str, Any]) -> MlflowRun:
+        if not state.get("run_id"):
+            return cls.start(run, state)  # the state was lost: find the run by its loggerhub id
+        uri, _, remembered = resolve_tracking_uri(run.options, run.dir, state)
+        client = MlflowClient(uri)
+        mlflow_run = client.get_run(state["run_id"])
+        if mlflow_run.info.status != RunStatus.to_string(RunStatus.RUNNING):
+            client.update_run(mlflow_run.info.run_id, status="RUNNING")  # a finished run goes on
+        if remembered is not None:
+            state["tracking_uri"] = remembered
+        state["experiment_id"] = mlflow_run.info.experiment_id
+        return cls(client, mlflow_run.info.run_id, mlflow_run.info.experiment_id, fresh=False)
+
+    def end(self, status: Status) -> None:
+        self.client.set_terminated(self.run_id, Status(status).value)
+
+    # -- params -----------------------------------------------------------------------------
+
+    @delivery
+    def log_params(self, params: Mapping[str, ParamValue]) -> None:
+        """New params go to MLflow; a changed or cut value is kept in full in ``params.json``.
+
+        MLflow never changes a param once set, and refuses the whole batch that tries to, so the
+        run's current params are read first.
+        """
+        current = self.client.get_run(self.run_id).data
+        doc = self._load_params_doc()
+        new: dict[str, str] = {}
+        refused: list[str] = []
+        for key, value in params.items():
+            doc["params"][key] = value
+            try:
+                name = self.keys(key)
+            except (UnmappableKey, KeyCollision) as error:
+                refused.append(str(error))
+                continue
+            text = str(value)
+            stored = current.params.get(name, new.get(name))
+            if stored is None:
+                stored = new[name] = text[:MAX_PARAM_VALUE_LENGTH]
+            if stored == text:
+                doc["differs"].pop(name, None)
+            elif len(text) > MAX_PARAM_VALUE_LENGTH and stored == text[:MAX_PARAM_VALUE_LENGTH]:
+                doc["differs"][name] = {"key": key, "reason": f"cut to {MAX_PARAM_VALUE_LENGTH} characters"}
+            else:
+                doc["differs"][name] = {"key": key, "reason": "changed after MLflow stored it"}
+        items = [Param(name, text) for name, text in new.items()]
+        for chunk in _chunks(items, MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=chunk, synchronous=True)
+        self.client.log_dict(self.run_id, doc, PARAMS_FILE)
+        if doc["differs"] or PARAMS_DIFFER_TAG in current.tags:
+            self.client.set_tag(self.run_id, PARAMS_DIFFER_TAG, str(len(doc["differs"])), synchronous=True)
+        if refused:
+            raise Rejected(f"MLflow cannot hold these params (kept in {PARAMS_FILE}): " + "; ".join(refused))
+
+    def _load_params_doc(self) -> dict[str, Any]:
+        if self._params_doc is None:
+            doc: dict[str, Any] = {"params": {}, "differs": {}}
+            listed = {f.path for f in self.client.list_artifacts(self.run_id, posixpath.dirname(PARAMS_FILE))}
+            if PARAMS_FILE in listed:
+                with tempfile.TemporaryDirectory() as tmp:
+                    local = self.client.download_artifacts(self.run_id, PARAMS_FILE, tmp)
+                    doc.update(json.loads(Path(local).read_text(encoding="utf-8")))
+            self._params_doc = doc
+        return self._params_doc
+
+    # -- metrics ----------------------------------------------------------------------------
+
+    @delivery
+    def log_metrics(self, points: Sequence[MetricPoint]) -> None:
+        """One ``log_batch`` per 1000 points. A retried batch is harmless: MLflow's SQL store
+        ignores a point whose key, step, timestamp and value it already holds."""
+        metrics: list[Metric] = []
+        refused: dict[str, str] = {}
+        for point in points:
+            try:
+                name = self.keys(point.key)
+            except (UnmappableKey, KeyCollision) as error:
+                refused.setdefault(point.key, str(error))
+                continue
+            metrics.append(Metric(name, point.value, _millis(point.timestamp), point.step))
+        for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+        if refused:
+            raise Rejected("MLflow cannot hold these metric keys (the other points were delivered): "
+                           + "; ".join(refused.values()))
+
+    # -- media ------------------------------------------------------------------------------
+
+    @delivery
+    def log_image(self, image: ImageRecord) -> None:
+        """A step-aware ``log_image``, boxes drawn in; boxes and caption also go to a JSON file."""
+        from PIL import Image
+
+        key = self.keys(image.key, "image")
+        timestamp = _millis(image.timestamp)
+        if image.boxes or image.caption:
+            annotation = {
+                "key": image.key, "image_key": key, "step": image.step, "timestamp": timestamp,
+                "width": image.width, "height": image.height, "caption": image.caption,
+                "boxes": [_box_dict(box) for box in image.boxes],
+            }
+            content = json.dumps(annotation)
+            path = _record_path("image_annotations", key, image.step, image.timestamp, "json",
+                                image.png_bytes() + content.encode())
+            self.client.log_text(self.run_id, content, path)
+        if self._complete_earlier_image(key, image.step, timestamp):
+            return
+        with Image.open(image.path) as source:
+            picture = source.copy()
+        if image.boxes:
+            picture = draw_boxes(picture, image.boxes)
+        self.client.log_image(self.run_id, picture, key=key, step=image.step, timestamp=timestamp,
+                              synchronous=True)
+
+    def _complete_earlier_image(self, key: str, step: int, timestamp: int) -> bool:
+        """True when an earlier attempt already stored this image (finishing what it left).
+
+        ``log_image`` names its files with a random uuid, so calling it again would add a copy.
+        """
+        if self.in_doubt or (self._image_files is None and not self._fresh):
+            self._image_files = {f.path for f in self.client.list_artifacts(self.run_id, "images")}
+        if self._image_files is None:
+            return False
+        prefix = f"images/{key.replace('/', '~')}+step+{step}+timestamp+{timestamp}+"
+        files = {path for path in self._image_files if path.startswith(prefix)}
+        originals = sorted(p for p in files if p.endswith(".png"))
+        if not originals:
+            return False
+        compressed = originals[0][: -len(".png")] + "+compressed.webp"
+        if compressed not in files:
+            from PIL import Image
+
+            with tempfile.TemporaryDirectory() as tmp:
+                local = Path(self.client.download_artifacts(self.run_id, originals[0], tmp))
+                with Image.open(local) as picture:
+                    small = picture.copy()
+                small.thumbnail((1024, 1024))
+                target = Path(tmp) / posixpath.basename(compressed)
+                small.save(target, format="WEBP")
+                self.client.log_artifact(self.run_id, str(target), "images")
+        self.client.set_tag(self.run_id, LOGGED_IMAGES_TAG, "True", synchronous=True)
+        return True
+
+    @delivery
+    def log_figure(self, figure: FigureRecord) -> None:
+        """The PNG rendered when the figure was logged, as ``figures/<key>+step+N+timestamp+T+H.png``.
+
+        ``log_figure`` would unpickle and re-render the figure into the same kind of PNG file.
+        """
+        path = _record_path("figures", self.keys(figure.key), figure.step, figure.timestamp, "png",
+                            figure.png_bytes())
+        self._upload_file(figure.path, path)
+
+    @delivery
+    def log_text(self, text: TextRecord) -> None:
+        try:
+            content = text.text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise Rejected(f"text {text.key!r} is not valid Unicode: {error}") from None
+        path = _record_path("text", self.keys(text.key), text.step, text.timestamp, "txt", content)
+        self.client.log_text(self.run_id, text.text, path)
+
+    @delivery
+    def log_table(self, table: TableRecord) -> None:
+        """A JSON table in ``log_table``'s format, listed where ``log_table`` lists its tables.
+
+        ``log_table`` appends to a file that already exists, so a retried call would duplicate
+        the rows; writing the file whole makes a retry harmless.
+        """
+        columns = list(table.columns)
+        rows = [list(row) for row in table.rows]
+        if table.role is TableRole.CONFUSION_MATRIX:
+            label_column = "actual"
+            while label_column in columns:
+                label_column = "_" + label_column
+            rows = [[columns[i] if i < len(columns) else str(i), *row] for i, row in enumerate(rows)]
+            columns = [label_column, *columns]
+        content = json.dumps({"columns": columns, "data": rows})
+        path = _record_path("tables", self.keys(table.key), table.step, table.timestamp, "json",
+                            content.encode("utf-8", "surrogatepass"))
+        self.client.log_text(self.run_id, content, path)
+        self._index_table(path)
+
+    def _index_table(self, path: str) -> None:
+        tags = self.client.get_run(self.run_id).data.tags
+        try:
+            index = json.loads(tags.get(LOGGED_ARTIFACTS_TAG, "[]"))
+        except json.JSONDecodeError:
+            return  # someone else's value; leave it alone
+        entry = {"path": path, "type": "table"}
+        if entry in index:
+            return
+        value = json.dumps([*index, entry])
+        # MLflow would cut a longer value and break the JSON; the file stays in tables/ anyway.
+        if len(value) <= MAX_TAG_VALUE_LENGTH:
+            self.client.set_tag(self.run_id, LOGGED_ARTIFACTS_TAG, value, synchronous=True)
+
+    # -- files ------------------------------------------------------------------------------
+
+    @delivery
+    def log_artifact(self, artifact: ArtifactRecord) -> None:
+        folder = ARTIFACT_FOLDERS[artifact.kind]
+        self._upload(artifact, posixpath.join(folder, to_tracker(artifact.name, "artifact")))
+
+    @delivery
+    def log_checkpoint(self, checkpoint: ArtifactRecord) -> None:
+        self._upload(checkpoint, posixpath.join("models", to_tracker(checkpoint.name, "artifact")))
+
+    def _upload(self, artifact: ArtifactRecord, target: str) -> None:
+        if not artifact.is_dir:
+            self._upload_file(artifact.path, target)
+            return
+        files = sorted(p for p in artifact.path.rglob("*") if p.is_file())
+        renamed = {p: to_tracker(p.relative_to(artifact.path).as_posix(), "artifact") for p in files}
+        if all(name == p.relative_to(artifact.path).as_posix() for p, name in renamed.items()):
+            self.client.log_artifacts(self.run_id, str(artifact.path), target)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            for source, name in renamed.items():
+                _place(source, Path(tmp, name))
+            self.client.log_artifacts(self.run_id, tmp, target)
+
+    def _upload_file(self, local: Path, target: str) -> None:
+        folder, base = posixpath.split(target)
+        if local.name == base:
+            self.client.log_artifact(self.run_id, str(local), folder or None)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            staged = Path(tmp, base)
+            _place(local, staged)
+            self.client.log_artifact(self.run_id, str(staged), folder or None)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _find_or_create(client: MlflowClient, run: RunInfo, artifact_root: str | None) -> tuple[Any, bool]:
+    """The MLflow run for this loggerhub run, created once even when run_start is retried."""
+    tags = {RUN_ID_TAG: run.run_id, PROJECT_TAG: run.project}
+    for key, value in run.tags.items():
+        try:
+            tags[to_tracker(key)] = str(value)[:MAX_TAG_VALUE_LENGTH]
+        except UnmappableKey:
+            pass  # run.json holds every tag in full
+    if run.options.get("run_id"):
+        attached = client.get_run(str(run.options["run_id"]))
+        client.log_batch(attached.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()][:100],
+                         synchronous=True)
+        return attached, False
+    experiment_id = _experiment(client, str(run.options.get("experiment") or run.project), artifact_root)
+    if "'" not in run.run_id:
+        found = client.search_runs([experiment_id], f"tags.`{RUN_ID_TAG}` = '{run.run_id}'", max_results=1)
+        if found:
+            return found[0], False
+    created = client.create_run(experiment_id, start_time=_millis(run.started_at), tags=tags,
+                                run_name=run.name)
+    return created, True
+
+
+def _experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return str(client.create_experiment(name, artifact_location=artifact_root))
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)  # another run created it meanwhile
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        raise RuntimeError(
+            f"the MLflow experiment {name!r} is deleted: restore it (mlflow experiments restore "
+            f"--experiment-id {experiment.experiment_id}) or choose another with the 'experiment' option"
+        )
+    return str(experiment.experiment_id)
+
+
+def _run_document(run: RunInfo) -> dict[str, Any]:
+    return {"run_id": run.run_id, "project": run.project, "name": run.name,
+            "dir": str(run.dir.resolve()), "started_at": run.started_at, "tags": dict(run.tags)}
+
+
+def _millis(seconds: float) -> int:
+    return int(round(seconds * 1000))
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _record_path(folder: str, name: str, step: int, timestamp: float, extension: str,
+                 content: bytes) -> str:
+    """``<folder>/<name>+step+<step>+timestamp+<ms>+<hash>.<extension>``.
+
+    The same record always gets the same path, so a retry overwrites its own file; the content
+    hash keeps two records of one key, step and millisecond apart.
+    """
+    digest = hashlib.sha256(content).hexdigest()[:8]
+    return _checked_path(f"{folder}/{name}+step+{step}+timestamp+{_millis(timestamp)}+{digest}.{extension}")
+
+
+def _checked_path(path: str) -> str:
+    """An artifact path whose every part fits in a file name."""
+    for part in path.split("/"):
+        if len(part.encode("utf-8")) > MAX_FILE_NAME_BYTES:
+            raise UnmappableKey(f"the artifact path {path[:120]!r}... has a part longer than "
+                                f"{MAX_FILE_NAME_BYTES} bytes; use a shorter key")
+    return path
+
+
+def _place(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def _box_dict(box: Box) -> dict[str, Any]:
+    return {"x0": box.x0, "y0": box.y0, "x1": box.x1, "y1": box.y1, "label": box.label,
+            "score": None if box.score is None or math.isnan(box.score) else box.score,
+            "class_id": box.class_id}
+
+
+_PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+            (145, 30, 180), (70, 240, 240), (240, 50, 230))
+
+
+def draw_boxes(picture: Any, boxes: Sequence[Box]) -> Any:
+    """The image with each box outlined and captioned with its label and score."""
+    from PIL import ImageDraw
+
+    picture = picture.convert("RGB")
+    draw = ImageDraw.Draw(picture)
+    width = max(1, round(max(picture.size) / 300))
+    for index, box in enumerate(boxes):
+        color = _PALETTE[(box.class_id if box.class_id is not None else index) % len(_PALETTE)]
+        draw.rectangle((box.x0, box.y0, box.x1, box.y1), outline=color, width=width)
+        caption = " ".join(part for part in (
+            box.label, None if box.score is None else f"{box.score:.2f}") if part)
+        if caption:
+            draw.text((box.x0 + width + 1, box.y0 + width), caption, fill=color)
+    return picture

@@ -1,0 +1,288 @@
+"""Behaviour the README promises, checked against a real MLflow server or local store."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from loggerhub_mlflow import MlflowBackend
+from loggerhub_mlflow.testing import MlflowServer, read_back
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+import loggerhub
+from loggerhub.delivery import ConsumerStatus
+from loggerhub_hookspecs import Box, ImageRecord, MetricPoint, Rejected, RunInfo
+
+
+def run_info(tmp_path: Path, options: dict[str, Any], **fields: Any) -> RunInfo:
+    return RunInfo(run_id=fields.pop("run_id", f"unit-{secrets.token_hex(4)}"), project="unit",
+                   name="unit", dir=tmp_path, config={}, started_at=time.time(),
+                   options=options, **fields)
+
+
+def started(tmp_path: Path, server: MlflowServer) -> tuple[MlflowBackend, RunInfo, dict[str, Any]]:
+    plugin, info = MlflowBackend(), run_info(tmp_path, {"tracking_uri": server.uri})
+    state: dict[str, Any] = {}
+    plugin.loggerhub_run_start(run=info, state=state)
+    return plugin, info, state
+
+
+def mlflow_state(run: loggerhub.Run) -> dict[str, Any]:
+    return ConsumerStatus.load(run.paths.consumer_file("mlflow")).state or {}
+
+
+def download_json(client: MlflowClient, run_id: str, path: str, tmp_path: Path) -> Any:
+    return json.loads(Path(client.download_artifacts(run_id, path, str(tmp_path))).read_text("utf-8"))
+
+
+# --------------------------------------------------------------------------- retries
+
+
+def test_a_retried_metric_batch_is_stored_once(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+    plugin, _, state = started(tmp_path, mlflow_server)
+    now = time.time()
+    points = [MetricPoint("loss", 1.0 / (s + 1), s, now + s / 1000) for s in range(2500)]
+    points += [MetricPoint("odd", math.nan, 0, now), MetricPoint("odd", math.inf, 1, now)]
+    plugin.loggerhub_log_metrics(points=points[:1000])  # as if the call failed after one chunk
+    plugin.loggerhub_log_metrics(points=points)
+    plugin.loggerhub_log_metrics(points=points)
+    client = MlflowClient(mlflow_server.uri)
+    history = client.get_metric_history(state["run_id"], "loss")
+    assert sorted(m.step for m in history) == list(range(2500))
+    odd = sorted((m.step, m.value) for m in client.get_metric_history(state["run_id"], "odd"))
+    assert len(odd) == 2 and math.isnan(odd[0][1]) and odd[1][1] > 1e308
+
+
+def test_a_retried_run_start_finds_the_run_it_created(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+    info = run_info(tmp_path, {"tracking_uri": mlflow_server.uri})
+    first: dict[str, Any] = {}
+    second: dict[str, Any] = {}
+    MlflowBackend().loggerhub_run_start(run=info, state=first)
+    MlflowBackend().loggerhub_run_start(run=info, state=second)
+    assert first == second
+    client = MlflowClient(mlflow_server.uri)
+    found = client.search_runs([first["experiment_id"]], f"tags.`loggerhub.run_id` = '{info.run_id}'")
+    assert [r.info.run_id for r in found] == [first["run_id"]]
+
+
+def test_an_image_redelivered_after_a_failure_is_stored_once(
+    tmp_path: Path, mlflow_server: MlflowServer
+) -> None:
+    plugin, info, state = started(tmp_path, mlflow_server)
+    Image.fromarray(np.full((20, 30, 3), 90, dtype=np.uint8)).save(tmp_path / "img.png")
+    record = ImageRecord("val/pred", tmp_path / "img.png", 30, 20, step=4, timestamp=time.time(),
+                         boxes=(Box(1, 1, 10, 10, "cat", 0.5, 0),), caption="first")
+    plugin.loggerhub_log_image(image=record)
+    stored = sorted(mlflow_server.artifacts_dir.rglob("images/val~pred+step+4+*"))
+    assert len(stored) == 2  # the PNG and MLflow's compressed preview
+    stored[0 if stored[0].suffix == ".webp" else 1].unlink()  # the first attempt died half-way
+
+    assert plugin._run is not None
+    plugin._run.in_doubt = True  # what a failed call sets
+    plugin.loggerhub_log_image(image=record)
+    replay = MlflowBackend()  # a later delivery process, replaying the record once more
+    replay.loggerhub_run_resume(run=info, state=dict(state))
+    replay.loggerhub_log_image(image=record)
+    view = read_back(mlflow_server.uri, state["run_id"])
+    assert view.images == {"val/pred": 1}
+    assert view.boxes == {"val/pred": 1}
+    assert len([p for p in view.artifacts if p.endswith("+compressed.webp")]) == 1
+
+
+# --------------------------------------------------------------------------- params
+
+
+def test_changed_and_long_params_are_kept_in_full(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+    plugin, info, state = started(tmp_path, mlflow_server)
+    plugin.loggerhub_log_params(params={"lr": 0.1, "long": "x" * 7000, "tags": ["a", "b"]})
+    plugin.loggerhub_log_params(params={"lr": 0.2})  # MLflow cannot change a param: must not raise
+    client = MlflowClient(mlflow_server.uri)
+    run = client.get_run(state["run_id"])
+    assert run.data.params["lr"] == "0.1"
+    assert run.data.params["long"] == "x" * 6000
+    assert run.data.params["tags"] == "['a', 'b']"
+    assert run.data.tags["loggerhub.params_differ"] == "2"
+    doc = download_json(client, state["run_id"], "loggerhub/params.json", tmp_path / "1")
+    assert doc["params"] == {"lr": 0.2, "long": "x" * 7000, "tags": ["a", "b"]}
+    assert doc["differs"] == {"lr": {"key": "lr", "reason": "changed after MLflow stored it"},
+                              "long": {"key": "long", "reason": "cut to 6000 characters"}}
+
+    resumed = MlflowBackend()  # a new delivery process reads the file back before updating it
+    resumed.loggerhub_run_resume(run=info, state=dict(state))
+    resumed.loggerhub_log_params(params={"lr": 0.1, "epochs": 3})
+    doc = download_json(client, state["run_id"], "loggerhub/params.json", tmp_path / "2")
+    assert doc["params"] == {"lr": 0.1, "long": "x" * 7000, "tags": ["a", "b"], "epochs": 3}
+    assert list(doc["differs"]) == ["long"]
+    assert client.get_run(state["run_id"]).data.tags["loggerhub.params_differ"] == "1"
+
+
+def test_params_mlflow_cannot_name_are_refused_the_others_stored(
+    tmp_path: Path, mlflow_server: MlflowServer
+) -> None:
+    plugin, _, state = started(tmp_path, mlflow_server)
+    with pytest.raises(Rejected, match="250"):
+        plugin.loggerhub_log_params(params={"k" * 300: 1, "fine": 2})
+    assert MlflowClient(mlflow_server.uri).get_run(state["run_id"]).data.params == {"fine": "2"}
+
+
+# --------------------------------------------------------------------------- through loggerhub
+
+
+def test_resume_continues_the_same_mlflow_run(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+    options = {"mlflow": {"tracking_uri": mlflow_server.uri, "experiment": "resume"}}
+    run = loggerhub.init(project="p", name="resumed", dir=tmp_path, backends=["mlflow"],
+                         options=options, config={"lr": 0.1}, drain_timeout=120)
+    for step in range(5):
+        run.log_metrics({"loss": float(step)}, step=step)
+    run.finish()
+    first = mlflow_state(run)
+    client = MlflowClient(mlflow_server.uri)
+    assert client.get_run(first["run_id"]).info.status == "FINISHED"
+
+    again = loggerhub.init(project="p", resume=run.dir, backends=["mlflow"], options=options,
+                           drain_timeout=120)
+    for step in range(5, 10):
+        again.log_metrics({"loss": float(step)}, step=step)
+    again.log_params({"lr": 0.01})
+    again.finish("FAILED")
+    assert again.summary["trackers"]["mlflow"]["undelivered"] == 0
+    assert mlflow_state(again)["run_id"] == first["run_id"]
+    runs = client.search_runs([first["experiment_id"]])
+    assert len(runs) == 1
+    view = read_back(mlflow_server.uri, first["run_id"])
+    assert sorted(view.metrics["loss"]) == [(s, float(s)) for s in range(10)]
+    assert view.status == "FAILED"
+    assert view.params == {"lr": "0.1"}
+    assert runs[0].data.tags["loggerhub.params_differ"] == "1"
+
+
+@pytest.mark.parametrize("where", ["default", "directory", "sqlite"])
+def test_local_stores_keep_runs_and_artifacts_together(
+    tmp_path: Path, where: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    options = {"directory": {"tracking_uri": str(store)},
+               "sqlite": {"tracking_uri": f"sqlite:///{store / 'runs.db'}"}}.get(where, {})
+    with loggerhub.init(project="local", dir=tmp_path / "runs", backends=["mlflow"],
+                        options={"mlflow": options}, drain_timeout=120) as run:
+        run.log_metrics({"loss": 0.5}, step=0)
+        run.log_text("notes", "kept", step=0)
+    assert run.summary["trackers"]["mlflow"]["undelivered"] == 0
+    root = run.dir / "mlruns" if where == "default" else store
+    database = root / ("runs.db" if where == "sqlite" else "mlflow.db")
+    assert database.is_file()
+    view = read_back(f"sqlite:///{database}", mlflow_state(run)["run_id"])
+    assert view.metrics == {"loss": [(0, 0.5)]} and view.texts == {"notes": ["kept"]}
+    assert list((root / "mlartifacts").rglob("notes+step+0+*.txt"))
+    assert ("tracking_uri" in mlflow_state(run)) == (where != "default")
+    out, err = capfd.readouterr()
+    assert "View run" not in out + err  # MLflow's URL banner stays off
+    assert not any((Path.cwd() / name).exists() for name in ("mlruns", "mlflow.db", "mlartifacts"))
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def test_refused_metric_keys_are_reported_and_the_rest_delivered(
+    tmp_path: Path, mlflow_server: MlflowServer
+) -> None:
+    with loggerhub.init(project="refused", dir=tmp_path, backends=["mlflow"],
+                        options={"mlflow": {"tracking_uri": mlflow_server.uri}}, drain_timeout=120) as run:
+        run.log_metrics({"k" * 300: 1.0, "fine": 2.0}, step=0)
+    report = run.summary["trackers"]["mlflow"]
+    assert report["rejected"] == 1 and report["undelivered"] == 0
+    reason = (run.paths.consumers / "mlflow.rejected.jsonl").read_text()
+    assert "MLflow allows 250" in reason
+    assert read_back(mlflow_server.uri, mlflow_state(run)["run_id"]).metrics == {"fine": [(0, 2.0)]}
+
+
+def test_artifact_names_the_http_client_would_mangle_are_escaped(
+    tmp_path: Path, mlflow_server: MlflowServer
+) -> None:
+    files = tmp_path / "files"
+    (files / "data").mkdir(parents=True)
+    (files / "a#b%41.txt").write_text("one")
+    (files / "data" / "what?.txt").write_text("two")
+    (files / "data" / "plain.txt").write_text("three")
+    with loggerhub.init(project="names", dir=tmp_path / "runs", backends=["mlflow"],
+                        options={"mlflow": {"tracking_uri": mlflow_server.uri}}, drain_timeout=120) as run:
+        run.log_artifact(files / "a#b%41.txt")
+        run.log_artifact(files / "data", kind="dataset")
+        run.log_artifact(files / "data" / "plain.txt", kind="model")
+    run_id = mlflow_state(run)["run_id"]
+    view = read_back(mlflow_server.uri, run_id)
+    assert view.artifacts >= {"a__23b__2541.txt", "datasets/data/what__3f.txt", "datasets/data/plain.txt",
+                              "models/plain.txt"}
+    client = MlflowClient(mlflow_server.uri)
+    local = client.download_artifacts(run_id, "a__23b__2541.txt", str(tmp_path / "dl"))
+    assert Path(local).read_text() == "one"
+
+
+def test_attaching_to_an_existing_mlflow_run(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+    client = MlflowClient(mlflow_server.uri)
+    experiment = client.create_experiment(f"attach-{secrets.token_hex(3)}")
+    existing = client.create_run(experiment, run_name="made-elsewhere")
+    options = {"tracking_uri": mlflow_server.uri, "run_id": existing.info.run_id}
+    with loggerhub.init(project="attach", dir=tmp_path, backends=["mlflow"], options={"mlflow": options},
+                        drain_timeout=120) as run:
+        run.log_metrics({"loss": 1.0}, step=0)
+    got = client.get_run(existing.info.run_id)
+    assert got.data.metrics == {"loss": 1.0}
+    assert got.data.tags["loggerhub.run_id"] == run.id
+    assert got.info.status == "FINISHED"
+
+
+def test_a_server_outage_is_retried_by_loggerhub(tmp_path: Path) -> None:
+    with MlflowServer(tmp_path / "server") as server:
+        run = loggerhub.init(project="outage", dir=tmp_path / "runs", backends=["mlflow"],
+                             options={"mlflow": {"tracking_uri": server.uri}}, drain_timeout=180)
+        run.log_metrics({"loss": 0.0}, step=0)
+        deadline = time.monotonic() + 60
+        while not mlflow_state(run) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        server.kill()
+        for step in range(1, 50):
+            run.log_metrics({"loss": float(step)}, step=step)
+        run.flush()
+        time.sleep(8)  # the delivery process fails, fast, and backs off
+        errors = ConsumerStatus.load(run.paths.consumer_file("mlflow")).errors
+        server.restart()
+        run.finish()
+        report = run.summary["trackers"]["mlflow"]
+        assert errors >= 1, report
+        assert report["undelivered"] == 0 and report["rejected"] == 0, report
+        view = read_back(server.uri, mlflow_state(run)["run_id"])
+        assert sorted(view.metrics["loss"]) == [(s, float(s)) for s in range(50)]
+        assert view.status == "FINISHED"
+
+
+def living_members(group: int) -> list[int]:
+    """Processes of a process group that are not zombies, from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def test_the_test_server_kills_all_its_processes(tmp_path: Path) -> None:
+    server = MlflowServer(tmp_path / "server").start()
+    group = server.pid
+    assert group is not None and server.healthy()
+    assert len(living_members(group)) >= 2  # the CLI and its uvicorn worker
+    server.kill()
+    assert not server.healthy()
+    deadline = time.monotonic() + 10
+    while living_members(group) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert living_members(group) == []
