@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from loggerhub_hookspecs import ArtifactKind, Box, Phase, Status
-
     from loggerhub.run import LoggerhubWarning, Run, init
+    from loggerhub_hookspecs import ArtifactKind, Box, Phase, Status
 
 _LAZY = {
     "init": "loggerhub.run",

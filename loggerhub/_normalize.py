@@ -7,6 +7,7 @@ by the journal writer.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import posixpath
@@ -113,10 +114,8 @@ def param_value(value: Any) -> Any:
         return [param_value(item) for item in value]
     item = getattr(value, "item", None)
     if callable(item) and getattr(value, "ndim", None) == 0:
-        try:
+        with contextlib.suppress(Exception):  # a failing item() falls back to str below
             return param_value(item())
-        except Exception:  # noqa: BLE001 - fall back to str below
-            pass
     try:
         return str(value)
     except Exception:  # noqa: BLE001 - a broken __str__ must not break logging

@@ -173,7 +173,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if missing:
         raise LookupError(f"no points for {', '.join(missing)} in {run_dir.name}")
     figure, axes = plt.subplots(len(args.keys), 1, figsize=(7, 2.6 * len(args.keys)), squeeze=False)
-    for axis, (key, (steps, values)) in zip(axes[:, 0], series.items()):
+    for axis, (key, (steps, values)) in zip(axes[:, 0], series.items(), strict=True):
         axis.plot(steps, values, linewidth=1.2)
         axis.set_title(key)
         axis.set_xlabel("step")
@@ -219,9 +219,9 @@ def _time(timestamp: float) -> str:
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: int = 0) -> None:
     widths = [max([len(h)] + [len(str(r[i])) for r in rows]) for i, h in enumerate(header)]
     pad = " " * indent
-    print(pad + "  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
+    print(pad + "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
     for row in rows:
-        print(pad + "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        print(pad + "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
 import os
 import random
 import signal
@@ -27,11 +28,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loggerhub_hookspecs import MetricPoint, Rejected, RunInfo, Status
-
 from loggerhub import journal as j
 from loggerhub._normalize import Redactor
 from loggerhub.plugins import BackendHooks, get_plugin_manager, resolve
+from loggerhub_hookspecs import MetricPoint, Rejected, RunInfo, Status
 
 BATCH_POINTS = 1000
 POLL_SECONDS = 0.05
@@ -164,7 +164,7 @@ class Consumer:
             if points:
                 self._deliver(last_metric_seq, self._metrics_call(points), count=len(points))
                 points = []
-            self._deliver(entry.seq, lambda e=entry: self._dispatch(e), count=1)
+            self._deliver(entry.seq, functools.partial(self._dispatch, entry), count=1)
         if points:
             self._deliver(last_metric_seq, self._metrics_call(points), count=len(points))
 
@@ -344,7 +344,7 @@ def sync(
             bar = tqdm(total=last_seq + 1, initial=done, desc=backend, unit="rec")
         consumer = Consumer(
             paths.root, backend, timeout=timeout, options=(options or {}).get(backend),
-            progress=None if bar is None else (lambda seq, bar=bar: bar.update(seq + 1 - bar.n)),
+            progress=None if bar is None else functools.partial(_advance, bar),
         )
         try:
             results[backend] = consumer.run()
@@ -352,6 +352,10 @@ def sync(
             if bar is not None:
                 bar.close()
     return results
+
+
+def _advance(bar: Any, seq: int) -> None:
+    bar.update(seq + 1 - bar.n)
 
 
 def _end_if_crashed(paths: j.RunPaths) -> None:

@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from loggerhub_hookspecs import ArtifactKind, Box, Phase, Status, TableRole
-
 from loggerhub import __version__
 from loggerhub import _normalize as norm
 from loggerhub import journal as j
+from loggerhub_hookspecs import ArtifactKind, Box, Phase, Status, TableRole
 
 IMPORTER_GROUP = "loggerhub.importers"
 _COMPLETE = "import.json"

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pluggy
+
+from loggerhub import __version__
 from loggerhub_hookspecs import (
     PROJECT_NAME,
     ArtifactRecord,
@@ -26,8 +28,6 @@ from loggerhub_hookspecs import (
     TextRecord,
     specs,
 )
-
-from loggerhub import __version__
 
 ENTRY_POINT_GROUP = PROJECT_NAME
 LOCAL = "local"

@@ -7,6 +7,7 @@ writer's queue. Nothing here waits on a tracker: trackers read the journal in th
 from __future__ import annotations
 
 import atexit
+import contextlib
 import io
 import os
 import re
@@ -17,16 +18,15 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from loggerhub_hookspecs import ArtifactKind, Phase, Status, TableRole
-
 from loggerhub import _normalize as norm
 from loggerhub import journal as j
 from loggerhub._normalize import InvalidInput
+from loggerhub_hookspecs import ArtifactKind, Phase, Status, TableRole
 
 
 class LoggerhubWarning(UserWarning):
@@ -176,6 +176,9 @@ class Run:
         self._lock: j.RunLock | None = None
         self._writer: j.JournalWriter | None = None
         self.summary: dict[str, Any] = {}
+        self.backends: list[str] = ["local"]
+        # The hot path's one call: the journal writer's deque.append once the run is open.
+        self._put: Callable[[tuple[str, float, Any]], None] = _not_open
         self.id = run_dir.name
         self.name = self.id
         self.project = run_dir.parent.name
@@ -184,7 +187,7 @@ class Run:
     def _disabled(cls, strict: bool) -> Run:
         """A run that accepts every call and records nothing (non-zero distributed ranks)."""
         run = cls(Path(os.devnull), 1.0, 0.0, strict, norm.Redactor({}))
-        run._put = _discard  # type: ignore[method-assign]
+        run._put = _discard
         run._finished = True
         return run
 
@@ -196,7 +199,7 @@ class Run:
         if not self._lock.acquire():
             raise RuntimeError(f"run {self.dir} is being logged by another process")
         self._writer = j.JournalWriter(self.paths, next_seq, self._flush_interval, self._writer_error)
-        self._put = self._writer.put  # type: ignore[method-assign]
+        self._put = self._writer.put
         _install_process_hooks()
         _live_runs.add(self)
 
@@ -242,13 +245,10 @@ class Run:
 
             summary = json.loads(self.paths.summary.read_text(encoding="utf-8"))
         summary.update(run_id=self.id, name=self.name, project=self.project,
-                       backends=getattr(self, "backends", ["local"]), **fields)
+                       backends=self.backends, **fields)
         j.write_json_atomic(self.paths.summary, summary)
 
     # -- the hot path ----------------------------------------------------------------------------
-
-    def _put(self, item: tuple[str, float, Any]) -> None:  # replaced by the writer's deque.append
-        raise RuntimeError("this run is not open")
 
     def log_metrics(
         self, metrics: Mapping[str, Any], step: int | None = None, *, epoch: int | None = None
@@ -332,10 +332,9 @@ class Run:
                 with io.BytesIO() as buffer:
                     figure.savefig(buffer, format="png")
                     fields["png"] = buffer.getvalue()
-                try:
+                # The PNG is what matters; the figure object is a bonus for trackers that use it.
+                with contextlib.suppress(Exception):
                     fields["pickled"] = pickle.dumps(figure)
-                except Exception:  # noqa: BLE001 - the PNG is what matters; the object is a bonus
-                    pass
                 from PIL import Image
 
                 with Image.open(io.BytesIO(fields["png"])) as rendered:
@@ -539,7 +538,7 @@ class Run:
         self._forked = True
         if self._writer is not None:
             self._writer.abandon_after_fork()
-            self._put = self._writer.put  # type: ignore[method-assign]
+            self._put = self._writer.put
         self._workers = []
 
 
@@ -555,6 +554,10 @@ def _status_for(exc_type: type[BaseException] | None, exc: BaseException | None)
 
 def _discard(_item: Any) -> None:
     pass
+
+
+def _not_open(_item: Any) -> None:
+    raise RuntimeError("this run is not open")
 
 
 def _box_fields(box: Any) -> tuple[Any, ...]:

@@ -9,7 +9,7 @@ import pytest
 
 import loggerhub
 
-mlflow_testing = pytest.importorskip("loggerhub_mlflow.testing", reason="the mlflow backend is installed by setup.sh dev")
+mlflow_testing = pytest.importorskip("loggerhub_mlflow.testing", reason="setup.sh dev installs the mlflow backend")
 
 
 def test_mlflow_server_killed_and_restarted_mid_run(tmp_path: Path) -> None:

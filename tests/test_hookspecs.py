@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from loggerhub_hookspecs import specs
 from recording_plugin import HOOK_NAMES, RecordingPlugin
 
 from loggerhub.plugins import BackendHooks, get_plugin_manager
+from loggerhub_hookspecs import specs
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -138,7 +138,8 @@ def test_log_image_arrays(tmp_path: Path, image: np.ndarray) -> None:
 @SETTINGS
 @given(boxes=st.lists(st.one_of(
     st.fixed_dictionaries({"box": st.lists(st.floats(), min_size=0, max_size=5)},
-                          optional={"label": st.text(max_size=4), "score": st.floats(), "class_id": st.integers(-5, 5)}),
+                          optional={"label": st.text(max_size=4), "score": st.floats(),
+                                    "class_id": st.integers(-5, 5)}),
     st.integers(), st.none(), st.text(max_size=3),
 ), max_size=3))
 def test_log_image_boxes(tmp_path: Path, boxes: list) -> None:

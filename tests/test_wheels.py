@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECTS = [ROOT / "hookspecs", ROOT, *sorted(p for p in (ROOT / "backends").iterdir() if (p / "pyproject.toml").exists())]
+BACKENDS = sorted(p for p in (ROOT / "backends").iterdir() if (p / "pyproject.toml").exists())
+PROJECTS = [ROOT / "hookspecs", ROOT, *BACKENDS]
 
 
 @pytest.mark.slow
