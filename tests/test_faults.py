@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import loggerhub
+from loggerhub.delivery import ConsumerStatus
 
 mlflow_testing = pytest.importorskip("loggerhub_mlflow.testing", reason="setup.sh dev installs the mlflow backend")
 
@@ -21,15 +22,19 @@ def test_mlflow_server_killed_and_restarted_mid_run(tmp_path: Path) -> None:
         run = loggerhub.init(project="faults", name="server-killed", dir=tmp_path / "runs",
                              backends=["mlflow"], options={"mlflow": {"tracking_uri": server.uri}},
                              drain_timeout=180)
+        status = run.paths.consumer_file("mlflow")
         slowest_call = 0.0
         steps = 3000
         for step in range(steps):
             if step == 1000:
                 run.flush()
-                time.sleep(2)  # let some batches reach the server before it dies
+                # Kill the server once part of the run has reached it...
+                _wait_for(lambda: ConsumerStatus.load(status).offset >= 500, "the first points to arrive")
                 server.kill()
             if step == 2000:
-                time.sleep(3)  # an outage of a few seconds, while logging goes on
+                run.flush()
+                # ...and restart it once delivery has hit the outage, while logging goes on.
+                _wait_for(lambda: ConsumerStatus.load(status).errors >= 1, "delivery to notice the outage")
                 server.restart()
             started = time.perf_counter()
             run.log_metrics({"loss": 1.0 / (step + 1), "acc": step / steps}, step=step)
@@ -47,3 +52,10 @@ def test_mlflow_server_killed_and_restarted_mid_run(tmp_path: Path) -> None:
             history = client.get_metric_history(mlflow_run.info.run_id, key)
             assert sorted(m.step for m in history) == list(range(steps)), f"{key}: lost or duplicated points"
             assert all(m.value == pytest.approx(value(m.step)) for m in history)
+
+
+def _wait_for(condition, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
