@@ -191,15 +191,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from loggerhub.store import find_run
 
     run_dir = find_run(args.run, _root(args))
-    options: dict[str, dict[str, str]] = {}
-    for item in args.option:
-        name, _, value = item.partition("=")
-        tracker, _, key = name.partition(".")
-        if not key or not _:
-            raise ValueError(f"--option takes TRACKER.KEY=VALUE, got {item!r}")
-        options.setdefault(tracker, {})[key] = value
     to = [name.strip() for name in args.to.split(",")] if args.to else None
-    results = sync(run_dir, to, timeout=args.timeout, options=options, progress=sys.stderr.isatty())
+    results = sync(run_dir, to, timeout=args.timeout, options=tracker_options(args.option),
+                   progress=sys.stderr.isatty())
     from loggerhub.journal import JournalReader
 
     last = JournalReader(run_dir).last_seq()
@@ -210,6 +204,18 @@ def cmd_sync(args: argparse.Namespace) -> int:
         state = "delivered" if left <= 0 else f"{left} records still undelivered"
         print(f"{backend}: {state} ({status.delivered} delivered in total, {status.rejected} rejected)")
     return 1 if failed else 0
+
+
+def tracker_options(items: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``--option TRACKER.KEY=VALUE`` arguments as ``{tracker: {key: value}}``."""
+    options: dict[str, dict[str, str]] = {}
+    for item in items:
+        name, equals, value = item.partition("=")
+        tracker, dot, key = name.partition(".")
+        if not (equals and dot and tracker and key):
+            raise ValueError(f"--option takes TRACKER.KEY=VALUE, got {item!r}")
+        options.setdefault(tracker, {})[key] = value
+    return options
 
 
 def _time(timestamp: float) -> str:

@@ -70,8 +70,8 @@ class RunBuilder:
         self._paths = j.RunPaths(run_dir)
         self._paths.make()
         self._writer = j.JournalWriter(self._paths, 0, 3600.0, on_error=self._writer_error)
-        self._start = start
-        self._put(j.RUN_START, start.pop("ts"), start)
+        self._start = dict(start)
+        self._put(j.RUN_START, start["ts"], {k: v for k, v in start.items() if k != "ts"})
         self._ended = False
         self._redactor = norm.Redactor()
 
@@ -114,7 +114,8 @@ class RunBuilder:
 
     def artifact(self, path: Path, name: str, ts: float, kind: ArtifactKind = ArtifactKind.FILE,
                  step: int = 0, checkpoint: bool = False) -> None:
-        """A file or directory; it is copied, so the source may be a temporary extraction."""
+        """A file or directory, copied into the run when the builder closes: a temporary source
+        (an extracted archive, a download) must outlive the ``with`` block of this builder."""
         if not Path(path).exists():
             self.unmapped(f"artifact file missing: {name}")
             return
@@ -164,7 +165,7 @@ class RunBuilder:
             j.write_json_atomic(self._paths.summary, {
                 "run_id": self._start["run_id"], "name": self._start["name"],
                 "project": self._start["project"], "backends": ["local"],
-                "started_at": self._start.get("started_at"), "imported": True})
+                "started_at": self._start["ts"], "imported": True})
             self._report.imported.append(self.dir)
 
 
@@ -179,6 +180,9 @@ class BuilderFactory(Protocol):
                  config: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
                  source_project: str | None = None) -> RunBuilder | None: ...
 
+    def unmapped(self, reason: str, count: int = 1) -> None:
+        """Something found at the source that is not part of any run (a folder that is not a run)."""
+
 
 def import_runs(
     source: str,
@@ -188,6 +192,7 @@ def import_runs(
     project: str | None = None,
     to: list[str] | None = None,
     options: Mapping[str, Any] | None = None,
+    to_options: dict[str, dict[str, Any]] | None = None,
     progress: bool = False,
 ) -> ImportReport:
     """Import every run found at ``location`` by the ``source`` importer; then replay to ``to``.
@@ -197,6 +202,7 @@ def import_runs(
     :param project: the loggerhub project; default, the source's own project name.
     :param to: trackers to replay the imported runs into, as ``loggerhub sync --to`` would.
     :param options: passed to the importer (for MLflow: ``run_id`` or ``experiment``).
+    :param to_options: options of the trackers in ``to``, e.g. ``{"mlflow": {"tracking_uri": ...}}``.
     """
     from loggerhub.config import Settings
 
@@ -208,12 +214,33 @@ def import_runs(
 
         report.progress = tqdm(desc=f"importing from {source}", unit="rec")
 
-    def factory(*, source_id: str, name: str, started_at: float, config: Mapping[str, Any] | None = None,
-                tags: Mapping[str, str] | None = None,
-                source_project: str | None = None) -> RunBuilder | None:
-        run_project = _slug(project or source_project or source)
+    factory = _Factory(source, str(location), root, project, report)
+    try:
+        reader(str(location), factory, **dict(options or {}))
+    finally:
+        if report.progress is not None:
+            report.progress.close()
+    if to:
+        replay(report.imported + report.skipped, to, progress=progress, options=to_options)
+    return report
+
+
+class _Factory:
+    """The BuilderFactory handed to importers: names runs by source id, skips complete ones."""
+
+    def __init__(self, source: str, location: str, root: Path, project: str | None, report: ImportReport) -> None:
+        self._source, self._location, self._root, self._project = source, location, root, project
+        self._report = report
+
+    def unmapped(self, reason: str, count: int = 1) -> None:
+        self._report.unmapped[reason] += count
+
+    def __call__(self, *, source_id: str, name: str, started_at: float, config: Mapping[str, Any] | None = None,
+                 tags: Mapping[str, str] | None = None, source_project: str | None = None) -> RunBuilder | None:
+        source, report = self._source, self._report
+        run_project = _slug(self._project or source_project or source)
         run_id = _slug(f"{source}-{source_id}")
-        run_dir = root / run_project / run_id
+        run_dir = self._root / run_project / run_id
         if (run_dir / _COMPLETE).exists():
             report.skipped.append(run_dir)
             return None
@@ -225,18 +252,9 @@ def import_runs(
             "tags": {**{str(k): str(v) for k, v in (tags or {}).items()}, "imported_from": source,
                      "source_run_id": source_id},
             "backends": ["local"], "options": {}, "journal_version": j.JOURNAL_VERSION,
-            "source": {"kind": source, "id": source_id, "location": str(location)},
+            "source": {"kind": source, "id": source_id, "location": self._location},
         }
         return RunBuilder(run_dir, report, start)
-
-    try:
-        reader(str(location), factory, **dict(options or {}))
-    finally:
-        if report.progress is not None:
-            report.progress.close()
-    if to:
-        replay(report.imported + report.skipped, to, progress=progress)
-    return report
 
 
 def replay(run_dirs: Iterable[Path], to: list[str], *, progress: bool = False,
@@ -280,22 +298,30 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--experiment", help="MLflow: every run of an experiment")
     parser.add_argument("--project", help="the loggerhub project (default: the source's)")
     parser.add_argument("--to", help="comma-separated trackers to replay the imported runs into")
+    parser.add_argument("--option", action="append", default=[], metavar="TRACKER.KEY=VALUE",
+                        help="an option of a tracker in --to, e.g. mlflow.tracking_uri=http://127.0.0.1:5000")
+    parser.add_argument("--source-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the importer, e.g. files_dir=export/files (see its README)")
     parser.set_defaults(handler=_cmd_import)
 
 
 def _cmd_import(args: Any) -> int:
     import sys
 
+    from loggerhub.cli import tracker_options
+
     location = args.path or args.tracking_uri
     if not location:
         raise ValueError("give the PATH to import (or --tracking-uri for MLflow)")
-    options = {k: v for k, v in (("run_id", args.run_id), ("experiment", args.experiment),
-                                 ("tracking_uri", args.tracking_uri)) if v}
-    if args.path:
-        options.pop("tracking_uri", None)
+    options: dict[str, Any] = {k: v for k, v in (("run_id", args.run_id), ("experiment", args.experiment)) if v}
+    for item in args.source_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--source-option takes KEY=VALUE, got {item!r}")
+        options[key] = value
     to = [name.strip() for name in args.to.split(",")] if args.to else None
-    report = import_runs(args.source, location, dir=args.dir, project=args.project, to=to,
-                         options=options, progress=sys.stderr.isatty())
+    report = import_runs(args.source, location, dir=args.dir, project=args.project, to=to, options=options,
+                         to_options=tracker_options(args.option), progress=sys.stderr.isatty())
     print(report.summary())
     for run_dir in report.imported + report.skipped:
         print(f"  {run_dir}")

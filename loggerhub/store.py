@@ -25,7 +25,7 @@ def iter_runs(root: Path) -> Iterator[Path]:
 def _started_at(run_dir: Path) -> float:
     try:
         return float(json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["started_at"])
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return (run_dir / "journal").stat().st_mtime
 
 

@@ -22,8 +22,10 @@ from __future__ import annotations
 import csv
 import functools
 import math
+import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +42,8 @@ TRACKER_SETTINGS: tuple[str, ...] = ("clearml", "comet", "dvc", "mlflow", "neptu
 _SAMPLE_PREFIXES = ("train_batch", "val_batch")
 _PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _ATTRIBUTE = "_loggerhub_adapter"
+#: How long the end of a training waits for plots Ultralytics is still writing in its threads.
+PLOT_WAIT_SECONDS = 10.0
 
 
 class AdapterWarning(RuntimeWarning):
@@ -53,7 +57,7 @@ def attach(
     model: Any,
     *,
     run: Run | None = None,
-    backends: Iterable[str] | str | None = None,
+    backends: Sequence[str] | str | None = None,
     project: str | None = None,
     name: str | None = None,
     switch_off: str | Iterable[str] = "backends",
@@ -184,7 +188,7 @@ class _Adapter:
         self._model: Any = None
         self._callbacks: list[tuple[str, _Callback]] = []
         self._wrapped: dict[str, Callable[..., Any]] = {}
-        self._predicted = 0
+        self._predicted: Counter[str] = Counter()
         self._new_training(None)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -243,15 +247,18 @@ class _Adapter:
         if self.detached or not _is_main_rank():
             return
         handler = getattr(self, "_on_" + event.removeprefix("on_"), None)
-        if handler is None:
-            return  # an event with nothing to log, e.g. one Ultralytics reserves and never calls
+        if handler is not None:  # else an event with nothing to log, e.g. one Ultralytics never calls
+            self._guarded(event, lambda: handler(subject))
+
+    @staticmethod
+    def _guarded(what: str, call: Callable[[], Any]) -> None:
         try:
-            handler(subject)
+            call()
         except Exception as error:  # noqa: BLE001 - logging must never stop a training
             warnings.warn(
-                f"loggerhub: the Ultralytics adapter could not log {event}: {type(error).__name__}: {error}",
+                f"loggerhub: the Ultralytics adapter could not log {what}: {type(error).__name__}: {error}",
                 AdapterWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
 
     # -- the wrapped calls ------------------------------------------------------------------------
@@ -262,14 +269,15 @@ class _Adapter:
             result = original(*args, **kwargs)
         except BaseException as error:
             _restore(saved)
-            self._close_training()
+            self._guarded("the end of a failed training", self._close_training)
             if self.owns_run:
                 self._finish(_status_for(error))
             raise
         _restore(saved)
         trainer = getattr(self._model, "trainer", None)
         if trainer is not None and getattr(trainer, "ddp", False) and not self.detached:
-            log_results_dir(self._live_run(), trainer.save_dir)
+            # The workers ran the callbacks: log what they left on disk.
+            self._guarded("a DDP training", lambda: log_results_dir(self._live_run(), trainer.save_dir))
         if self.owns_run:
             self._finish("FINISHED")
         return result
@@ -343,10 +351,12 @@ class _Adapter:
         metrics.update(getattr(trainer, "lr", None) or {})
         if metrics:
             run.log_metrics(metrics, step=epoch, epoch=epoch)
-        # Mosaics are plotted during the first batches (and again when mosaic closes): log each
-        # file once, as soon as it exists.
+        # Mosaics are plotted during the first batches (and again when mosaic closes), each in a
+        # background thread: log each file once, at the first epoch end that finds it complete.
         for path in sorted(Path(trainer.save_dir).glob("train_batch*")):
-            self._log_picture(path, "", epoch, epoch=epoch)
+            if path not in self._logged_files and _complete_picture(path):
+                self._logged_files.add(path)
+                _log_picture(run, path, "", epoch, epoch=epoch)
 
     def _on_model_save(self, trainer: Any) -> None:
         # Periodic snapshots (save_period=N) still hold the optimizer state: they are checkpoints.
@@ -422,23 +432,26 @@ class _Adapter:
         metrics.update({f"val/speed/{key}(ms)": value for key, value in (validator.speed or {}).items()})
         if metrics:
             run.log_metrics(metrics, step=step)
-        for path in getattr(validator, "plots", {}):
-            self._log_picture(Path(path), "val/", step)
+        _log_pictures(run, [Path(p) for p in list(getattr(validator, "plots", {}))], set(), "val/", step)
         _log_confusion_matrix(run, validator, "val/confusion_matrix", step)
         run.log_event("validation_end", step=step)
 
     # -- prediction -----------------------------------------------------------------------------
 
     def _on_predict_start(self, predictor: Any) -> None:
-        self._predicted = 0
+        self._predicted = Counter()
 
     def _on_predict_batch_end(self, predictor: Any) -> None:
         step = self._current_step()
         for result in getattr(predictor, "results", None) or ():
-            if self._predicted >= self.max_predict_images:
+            if self._predicted.total() >= self.max_predict_images:
                 return
-            self._predicted += 1
-            _log_prediction(self._live_run(), result, step)
+            # Frames of one video share a file name: number the repeats.
+            key = f"predict/{Path(result.path).stem}"
+            self._predicted[key] += 1
+            if self._predicted[key] > 1:
+                key = f"{key}-{self._predicted[key]}"
+            _log_prediction(self._live_run(), result, key, step)
 
     def _on_predict_end(self, predictor: Any) -> None:
         seen = getattr(predictor, "seen", 0)
@@ -449,12 +462,6 @@ class _Adapter:
         self._live_run().log_metrics(metrics, step=self._current_step())
 
     # -- helpers --------------------------------------------------------------------------------
-
-    def _log_picture(self, path: Path, prefix: str, step: int, *, epoch: int | None = None) -> None:
-        if path in self._logged_files or not path.is_file():
-            return
-        self._logged_files.add(path)
-        _log_picture(self._live_run(), path, prefix, step, epoch=epoch)
 
     def _current_step(self) -> int:
         return max(self._live_run().step, 0)
@@ -473,12 +480,9 @@ def _log_outputs(
     """What a training leaves at its end: plots, sample batches, weights, results.csv, args.yaml."""
     pictures = [Path(p) for p in plots]
     # The trainer's and validator's plot registries miss some files (results.png in older
-    # versions, labels plots), so the directory listing completes them.
+    # versions), so the directory listing completes them.
     pictures += sorted(p for p in save_dir.iterdir() if p.suffix.lower() in _PICTURE_SUFFIXES)
-    for path in dict.fromkeys(pictures):
-        if path not in logged and path.is_file():
-            logged.add(path)
-            _log_picture(run, path, "", step)
+    _log_pictures(run, pictures, logged, "", step)
     # Ultralytics strips the optimizer from best.pt and last.pt when training ends: they are the
     # run's trained models, not resumable checkpoints, so they go out as model artifacts.
     for path in weights:
@@ -487,6 +491,46 @@ def _log_outputs(
     for name in ("results.csv", "args.yaml"):
         if (save_dir / name).is_file():
             run.log_artifact(save_dir / name, name=name, kind="file", step=step)
+
+
+def _log_pictures(run: Run, paths: Iterable[Path], logged: set[Path], prefix: str, step: int) -> None:
+    """Log each picture once, waiting a little for those Ultralytics is still writing."""
+    pending = [p for p in dict.fromkeys(paths) if p not in logged and p.is_file()]
+    deadline = time.monotonic() + PLOT_WAIT_SECONDS
+    while pending:
+        still = []
+        for path in pending:
+            if _complete_picture(path):
+                logged.add(path)
+                _log_picture(run, path, prefix, step)
+            else:
+                still.append(path)
+        pending = still
+        if pending and time.monotonic() > deadline:
+            names = ", ".join(p.name for p in pending)
+            warnings.warn(f"loggerhub: plots still incomplete after {PLOT_WAIT_SECONDS:.0f} s were not "
+                          f"logged: {names}", AdapterWarning, stacklevel=3)
+            return
+        if pending:
+            time.sleep(0.05)
+
+
+def _complete_picture(path: Path) -> bool:
+    """True once a PNG or JPEG is whole.
+
+    Ultralytics writes plots from background threads, so a file can be seen half-written. The
+    check reads the file's end instead of decoding it, because Ultralytics patches PIL's open to
+    try installing a HEIF plugin on any file it cannot identify.
+    """
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 12))
+            tail = handle.read()
+    except OSError:
+        return False
+    if path.suffix.lower() == ".png":
+        return tail.endswith(b"IEND\xaeB`\x82")
+    return tail.rstrip(b"\x00").endswith(b"\xff\xd9")
 
 
 def _log_picture(run: Run, path: Path, prefix: str, step: int, *, epoch: int | None = None) -> None:
@@ -514,7 +558,7 @@ def _log_confusion_matrix(run: Run, validator: Any, key: str, step: int) -> None
     run.log_confusion_matrix(key, table, labels, step=step)
 
 
-def _log_prediction(run: Run, result: Any, step: int) -> None:
+def _log_prediction(run: Run, result: Any, key: str, step: int) -> None:
     from loggerhub_hookspecs import Box
 
     image = result.orig_img[..., ::-1]  # Ultralytics keeps OpenCV's BGR
@@ -530,7 +574,7 @@ def _log_prediction(run: Run, result: Any, step: int) -> None:
     probs = getattr(result, "probs", None)
     if probs is not None:
         caption = f"{names.get(int(probs.top1), probs.top1)} {float(probs.top1conf):.3f}"
-    run.log_image(f"predict/{Path(result.path).stem}", image, step=step, boxes=boxes, caption=caption)
+    run.log_image(key, image, step=step, boxes=boxes, caption=caption)
 
 
 def _results(metrics: Any) -> dict[str, float]:

@@ -1,0 +1,757 @@
+"""Import Neptune runs into loggerhub: offline run folders, and Parquet exports of neptune-exporter.
+
+Registered as the ``neptune`` importer (``loggerhub import neptune PATH``); see
+``loggerhub.importing`` for the framework and ``docs/migrating-off-neptune.md`` for the user's
+side. ``PATH`` is one of:
+
+* an offline container ``.neptune/offline/run__<id>__<pid>__<key>/``, a ``.neptune`` or
+  ``.neptune/offline`` folder, a folder holding ``.neptune``, or any folder below which such
+  folders lie;
+* a folder of Parquet files written by ``neptune-exporter export`` (its ``--data-path``), or one
+  such file. The exporter's files (``--files-path``) are looked up in ``files_dir`` when given,
+  else in ``<PATH>/../files``, ``<PATH>/files`` and ``PATH``: the exporter's default layout is
+  ``exports/data`` beside ``exports/files``.
+
+Both are first turned into the field dicts of :mod:`loggerhub_neptune.offline`
+(``read_container``), so one mapping serves both. A run written by loggerhub's own Neptune backend
+(it carries ``loggerhub/run_id``) has its parts merged and the backend's conventions inverted
+(README.md, "What goes where"); any other run is mapped by field type.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import functools
+import glob
+import io
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loggerhub_hookspecs import ArtifactKind, Box, Status, TableRole
+from loggerhub_neptune import offline
+from loggerhub_neptune.keys import RESERVED_ROOTS, from_segment_path, from_tracker, to_tracker
+
+if TYPE_CHECKING:
+    from loggerhub.importing import BuilderFactory, RunBuilder
+
+__all__ = ["import_runs"]
+
+SOURCE = "neptune"
+OWN = "loggerhub"
+IMAGE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"})
+#: ``sys/*`` fields that describe the run (name, tags, status, id, times); the others are reported.
+USED_SYS = frozenset({"sys/name", "sys/tags", "sys/failed", "sys/id", "sys/custom_run_id",
+                      "sys/description", "sys/creation_time", "sys/modification_time"})
+#: ``loggerhub/*`` bookkeeping of the backend, read for the run itself.
+USED_OWN = frozenset({"loggerhub/run_id", "loggerhub/project", "loggerhub/part", "loggerhub/status"})
+BOXES, NONFINITE, LONG_TEXTS, FIGURES = (f"{OWN}/boxes/", f"{OWN}/nonfinite/", f"{OWN}/long_texts/",
+                                         f"{OWN}/figures")
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+_INTEGER = re.compile(r"-?\d+")
+_NUMBER = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_ATOMS = ("float", "int", "bool", "string", "datetime")
+
+
+def import_runs(location: str, factory: BuilderFactory, *, files_dir: str | None = None) -> None:
+    """Import every Neptune run found at ``location`` (see the module docstring)."""
+    path = Path(location).expanduser().absolute()
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or folder: {path}")
+    containers = [] if path.is_file() else _offline_containers(path)
+    if containers:
+        runs = _offline_runs(containers)
+    else:
+        runs = _parquet_runs(path, [path] if path.is_file() else sorted(path.rglob("*.parquet")), files_dir)
+    found = False
+    for run in runs:
+        found = True
+        _import_run(run, factory)
+    if not found:
+        raise LookupError(f"no Neptune offline runs or neptune-exporter Parquet files under {path}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources: each yields runs as a list of parts, each part a field dict shaped like
+# offline.read_container()["fields"], plus what the mapping needs beside the fields.
+
+
+@dataclass
+class Part:
+    """One stored Neptune run: an offline container, or one run of a Parquet export."""
+
+    id: str  # the offline container id, or the export's project and run id
+    fields: dict[str, dict[str, Any]]
+    times: dict[str, float] = field(default_factory=dict)  # path -> when the field was written
+    first: float | None = None
+    last: float | None = None
+    project: str | None = None
+
+    @property
+    def run_id(self) -> str | None:
+        """loggerhub's run id, in a run its Neptune backend wrote."""
+        value = self.fields.get(f"{OWN}/run_id", {}).get("value")
+        return value if isinstance(value, str) and value else None
+
+
+def _offline_containers(path: Path) -> list[Path]:
+    if (path / "metadata.json").is_file():
+        return [path]
+    found = offline.find_containers(path)
+    if not found and path.name == offline.OFFLINE_DIRECTORY:
+        found = offline.find_containers(path.parent)
+    if not found:
+        found = [c for data in sorted(path.rglob(offline.DATA_DIRECTORY)) for c in offline.find_containers(data)]
+    return found
+
+
+def _offline_runs(containers: list[Path]) -> Iterator[list[Part]]:
+    """Containers grouped into runs: the parts of one loggerhub run become one run."""
+    groups: dict[str, list[tuple[int, Part]]] = {}
+    for order, container in enumerate(containers):
+        meta = _json_file(container / "metadata.json")
+        if meta.get("containerType", "run") != "run":
+            warnings.warn(f"neptune import: {container} holds a {meta['containerType']}, not a run; "
+                          "it was not imported", stacklevel=3)
+            continue
+        part, run_id, number = _scan(container)
+        key = f"loggerhub:{run_id}" if run_id else f"container:{container}"
+        groups.setdefault(key, []).append((number if run_id else order, part))
+    for members in groups.values():
+        parts = [part for _, part in sorted(members, key=lambda member: member[0])]
+        for part in parts:  # read one run at a time: image series are held in memory
+            read = offline.read_container(part.id)
+            part.id, part.fields = read["container_id"], read["fields"]
+        yield parts
+
+
+def _scan(container: Path) -> tuple[Part, str | None, int]:
+    """A container's field times, and its loggerhub run id and part number when it has them."""
+    # Until the container is read, the part's id is the folder to read.
+    part = Part(id=str(container), fields={}, first=_iso_seconds(
+        _json_file(container / "metadata.json").get("createdAt")))
+    run_id, number = None, 0
+    for op in offline.read_operations(container):
+        at = op.get("at")
+        if isinstance(at, (int, float)):
+            part.times["/".join(op["path"])] = at
+            part.first = at if part.first is None else min(part.first, at)
+            part.last = at if part.last is None else max(part.last, at)
+        if op["path"] == [OWN, "run_id"] and op["type"] == "AssignString":
+            run_id = op["value"]
+        elif op["path"] == [OWN, "part"] and op["type"] == "AssignInt":
+            number = op["value"]
+    return part, run_id, number
+
+
+def _parquet_runs(path: Path, files: list[Path], files_dir: str | None) -> Iterator[list[Part]]:
+    """Runs of a neptune-exporter export, read one run at a time."""
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ImportError("reading Neptune Parquet exports needs pyarrow: "
+                          "pip install 'loggerhub-neptune[parquet]'") from None
+    files = [f for f in files if f.is_file()]
+    roots = [Path(files_dir).expanduser().absolute()] if files_dir else [
+        (path if path.is_dir() else path.parent).parent / "files",
+        (path if path.is_dir() else path.parent) / "files",
+        path if path.is_dir() else path.parent]
+    where: dict[tuple[str, str], list[Path]] = {}
+    identity: dict[tuple[str, str], dict[str, Any]] = {}
+    for file in files:
+        table = pq.read_table(file, columns=["project_id", "run_id", "attribute_path", "string_value",
+                                             "int_value"])
+        for row in table.group_by(["project_id", "run_id"]).aggregate([]).to_pylist():
+            where.setdefault((row["project_id"], row["run_id"]), []).append(file)
+        marks = table.filter(pc.is_in(table["attribute_path"], pa.array([f"{OWN}/run_id", f"{OWN}/part"])))
+        for row in marks.to_pylist():
+            own = identity.setdefault((row["project_id"], row["run_id"]), {})
+            if row["attribute_path"] == f"{OWN}/run_id":
+                own["run_id"] = row["string_value"]
+            else:
+                own["part"] = row["int_value"]
+    groups: dict[str, list[tuple[int, tuple[str, str]]]] = {}
+    for order, run in enumerate(sorted(where)):
+        own = identity.get(run, {})
+        key = f"loggerhub:{own['run_id']}" if own.get("run_id") else f"export:{run}"
+        groups.setdefault(key, []).append((own.get("part") or order, run))
+    for members in groups.values():
+        parts = []
+        for _, (project, run_id) in sorted(members):
+            rows = []
+            for file in where[(project, run_id)]:
+                table = pq.read_table(file, filters=[("project_id", "=", project), ("run_id", "=", run_id)])
+                rows.extend(table.to_pylist())
+            parts.append(_parquet_part(project, run_id, rows, roots))
+        yield parts
+
+
+def _parquet_part(project: str, run_id: str, rows: list[dict[str, Any]], roots: list[Path]) -> Part:
+    fields: dict[str, dict[str, Any]] = {}
+    first = last = None
+    for row in rows:
+        path, kind = row["attribute_path"], row["attribute_type"]
+        ts = row["timestamp"].timestamp() if row["timestamp"] is not None else None
+        if ts is not None:
+            first = ts if first is None else min(first, ts)
+            last = ts if last is None else max(last, ts)
+        step = _decimal_step(row["step"])
+        if kind in _ATOMS:
+            value = row[f"{kind}_value"]
+            if kind == "datetime" and value is not None:
+                value = round(value.timestamp() * 1000)  # milliseconds, as offline operations hold it
+            fields[path] = {"type": kind, "value": value}
+        elif kind == "string_set":
+            fields[path] = {"type": "string_set", "values": sorted(row["string_set_value"] or [])}
+        elif kind in ("float_series", "string_series"):
+            value = row["float_value" if kind == "float_series" else "string_value"]
+            fields.setdefault(path, {"type": kind, "values": []})["values"].append(
+                {"step": step, "ts": ts, "value": value})
+        elif kind == "file_series":
+            fields.setdefault(path, {"type": "file_series", "values": []})["values"].append(
+                {"step": step, "ts": ts, "path": _export_file(row, roots)})
+        elif kind == "file":
+            file = _export_file(row, roots)
+            fields[path] = {"type": "file", "ext": Path(file).suffix.lstrip("."), "path": file}
+        elif kind == "file_set":
+            folder = _export_file(row, roots)
+            fields[path] = {"type": "file_set", "globs": [glob.escape(folder)], "dir": folder}
+        else:  # histogram_series, artifact, and types newer than this reader
+            fields[path] = {"type": kind}
+    for series in fields.values():
+        if "values" in series and series["type"] != "string_set":
+            series["values"].sort(key=lambda v: (v["step"] is None, v["step"] or 0))
+    created = fields.get("sys/creation_time", {}).get("value")
+    if isinstance(created, int):
+        first = created / 1000 if first is None else min(first, created / 1000)
+    modified = fields.get("sys/modification_time", {}).get("value")
+    if isinstance(modified, int):
+        last = modified / 1000 if last is None else max(last, modified / 1000)
+    return Part(id=f"{project}/{run_id}", fields=fields, first=first, last=last, project=project)
+
+
+def _export_file(row: dict[str, Any], roots: list[Path]) -> str:
+    relative = (row.get("file_value") or {}).get("path") or ""
+    for root in roots:
+        if relative and (root / relative).exists():
+            return str(root / relative)
+    return str(roots[0] / relative)  # missing: reported when the file is imported
+
+
+def _decimal_step(step: Decimal | None) -> int | float | None:
+    if step is None:
+        return None
+    return int(step) if step == step.to_integral_value() else float(step)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mapping
+
+
+@dataclass(order=True)
+class _Record:
+    ts: float
+    step: int
+    order: int
+    emit: Callable[[RunBuilder], None] = field(compare=False)
+    what: str = field(compare=False)
+
+
+@dataclass
+class _Plan:
+    """One run, ready for the builder: the run's description and its records in any order."""
+
+    name: str
+    source_id: str
+    project: str | None
+    config: dict[str, Any]
+    tags: dict[str, str]
+    status: Status
+    records: list[_Record] = field(default_factory=list)
+    unmapped: list[str] = field(default_factory=list)
+    started_at: float = 0.0
+    ended_at: float = 0.0
+
+
+def _import_run(parts: list[Part], factory: BuilderFactory) -> None:
+    merged = offline.merge_parts([{"fields": p.fields} for p in parts])
+    times: dict[str, float] = {}
+    for part in parts:
+        times.update(part.times)
+    with tempfile.TemporaryDirectory(prefix="loggerhub-neptune-") as scratch:
+        plan = _Mapper(parts, merged, times, Path(scratch)).plan()
+        builder = factory(source_id=plan.source_id, name=plan.name, started_at=plan.started_at,
+                          config=plan.config, tags=plan.tags, source_project=plan.project)
+        if builder is None:
+            return
+        # The builder copies artifacts when it is closed: the scratch folder must outlive it.
+        with builder:
+            for reason in plan.unmapped:
+                builder.unmapped(reason)
+            for record in sorted(plan.records):
+                try:
+                    record.emit(builder)
+                except (ValueError, TypeError, OSError) as error:
+                    builder.unmapped(f"{record.what}: {type(error).__name__}: {str(error)[:100]}")
+            builder.end(plan.status, plan.ended_at)
+
+
+class _Mapper:
+    """Turns a run's merged fields into a :class:`_Plan`."""
+
+    def __init__(self, parts: list[Part], fields: dict[str, dict[str, Any]], times: dict[str, float],
+                 scratch: Path) -> None:
+        self.parts = parts
+        self.fields = fields
+        self.times = times
+        self.scratch = scratch
+        self.own = parts[0].run_id is not None
+        self.records: list[_Record] = []
+        self.unmapped: list[str] = []
+        self.config: dict[str, Any] = {}
+        self.first = min((p.first for p in parts if p.first is not None), default=None)
+        self.last = max((p.last for p in parts if p.last is not None), default=None)
+        self.claimed: dict[tuple[str, str], str] = {}  # (kind, loggerhub key) -> Neptune path
+        # merge_parts keeps the last part's string set; figures of every part count.
+        self.figures = {v for p in parts for v in p.fields.get(FIGURES, {}).get("values", [])}
+        self.boxes = self._boxes() if self.own else {}
+        self.long_texts = self._long_texts() if self.own else {}
+        self.series: list[tuple[str, str, list[tuple[int, float | None, float]]]] = []
+        self._names = itertools.count()
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def plan(self) -> _Plan:
+        for path, item in sorted(self.fields.items()):
+            try:
+                self._field(path, item)
+            except (ValueError, TypeError, KeyError) as error:
+                self.unmapped.append(f"{path}: {type(error).__name__}: {str(error)[:100]}")
+        self._metrics()
+        for key, step in self.long_texts:
+            self.unmapped.append(f"long text without its string series entry: {key} step {step}")
+        for key, entries in self.boxes.items():
+            self.unmapped.extend([f"box of {key} without its image"] * len(entries))
+        times = [r.ts for r in self.records] + [t for t in (self.first, self.last) if t is not None]
+        started = min(times, default=0.0)
+        ended = max(times, default=started)
+        return _Plan(name=self._name(), source_id=self._source_id(), project=self._project(),
+                     config=self.config, tags=self._tags(), status=self._status(),
+                     records=self.records, unmapped=self.unmapped, started_at=started, ended_at=ended)
+
+    def _atom(self, path: str) -> Any:
+        return self.fields.get(path, {}).get("value")
+
+    def _source_id(self) -> str:
+        if self.own:
+            return str(self.parts[0].run_id)
+        for path in ("sys/custom_run_id", "sys/id"):
+            value = self._atom(path)
+            if isinstance(value, str) and value:
+                # sys/id (DET-12) is only unique within its project.
+                project = self.parts[0].project
+                return f"{project}/{value}" if project and path == "sys/id" else value
+        return self.parts[0].id
+
+    def _name(self) -> str:
+        name = self._atom("sys/name")
+        return name if isinstance(name, str) and name else self._source_id()
+
+    def _project(self) -> str | None:
+        project = self._atom(f"{OWN}/project") if self.own else None
+        return project if isinstance(project, str) and project else self.parts[0].project
+
+    def _tags(self) -> dict[str, str]:
+        tags: dict[str, str] = {}
+        for tag in self.fields.get("sys/tags", {}).get("values", []):
+            # The backend writes a tag as key:value, or key when the value is empty.
+            key, sep, value = tag.partition(":")
+            if not sep or key in tags:
+                key, value = tag, ""
+            tags[key] = value
+        description = self._atom("sys/description")
+        if isinstance(description, str) and description:
+            tags["description"] = description
+        return tags
+
+    def _status(self) -> Status:
+        status = self._atom(f"{OWN}/status") if self.own else None
+        if status in {s.value for s in Status}:
+            return Status(status)
+        if self._atom("sys/failed") is True:
+            return Status.FAILED
+        # A loggerhub run still RUNNING was never ended: `loggerhub sync` would end it KILLED too.
+        return Status.KILLED if self.own else Status.FINISHED
+
+    # -- fields ----------------------------------------------------------------------------------
+
+    def _field(self, path: str, item: dict[str, Any]) -> None:
+        root = path.split("/", 1)[0]
+        if root == "sys":
+            if path not in USED_SYS:
+                self.unmapped.append(f"Neptune system field {path}")
+        elif self.own and root == OWN:
+            self._own_field(path, item)
+        elif self.own and root == "parameters" and item["type"] in _ATOMS:
+            self._param(from_segment_path(path[len("parameters/"):]), path, item)
+        elif self.own and root in ("models", "artifacts"):
+            name = from_segment_path(path[len(root) + 1:])
+            self._artifact(name, path, item, checkpoint=root == "models")
+        elif self.own and root not in RESERVED_ROOTS:
+            self._by_type(from_tracker(path), path, item)
+        else:
+            self._by_type(path, path, item)
+
+    def _own_field(self, path: str, item: dict[str, Any]) -> None:
+        if path in USED_OWN or path == FIGURES or path.startswith(BOXES):
+            return  # read for the run, the figures and the images
+        if path.startswith(LONG_TEXTS) and item["type"] == "file":
+            return  # read with the texts
+        if path.startswith(NONFINITE) and item["type"] == "string_series":
+            key = from_segment_path(path[len(NONFINITE):])
+            points = []
+            for step, value in self._steps(path, item["values"]):
+                if value["value"] in _NONFINITE:
+                    points.append((step, value["ts"], _NONFINITE[value["value"]]))
+                else:
+                    self.unmapped.append(f"{path}: a value that is not nan, inf or -inf")
+            # The same metric as the float series at to_tracker(key), so the same claim.
+            self.series.append((key, to_tracker(key), points))
+            return
+        self.unmapped.append(f"loggerhub field the backend does not write: {path}")
+
+    def _by_type(self, key: str, path: str, item: dict[str, Any]) -> None:
+        kind = item["type"]
+        if kind in _ATOMS or kind == "string_set":
+            self._param(key, path, item)
+        elif kind == "float_series":
+            points = []
+            for step, value in self._steps(path, item["values"]):
+                if value["value"] is None:
+                    self.unmapped.append(f"{path}: a point without a value")
+                else:
+                    points.append((step, value["ts"], float(value["value"])))
+            self.series.append((key, path, points))
+        elif kind == "string_series":
+            self._texts(key, path, item)
+        elif kind in ("image_series", "file_series"):
+            self._images(key, path, item)
+        elif kind == "file":
+            self._file(key, path, item)
+        elif kind == "file_set":
+            self._artifact(key, path, item)
+        else:
+            self.unmapped.append(f"Neptune {kind} field (loggerhub has no such record)")
+
+    def _claim(self, kind: str, key: str, path: str) -> bool:
+        owner = self.claimed.setdefault((kind, key), path)
+        if owner != path:
+            self.unmapped.append(f"{path}: its key {key!r} is already taken by {owner}")
+            return False
+        return True
+
+    def _ts(self, path: str) -> float:
+        """When an atom or a file was written: its operation's time, else the run's end."""
+        return self.times.get(path, self.last if self.last is not None else self.first or 0.0)
+
+    def _add(self, ts: float, step: int, what: str, emit: Callable[[RunBuilder], None]) -> None:
+        self.records.append(_Record(ts, step, len(self.records), emit, what))
+
+    def _steps(self, path: str, values: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Values with integer steps; a missing step follows the one before, as the server numbers it."""
+        previous = -1
+        for value in values:
+            step = value.get("step")
+            if step is None:
+                step = previous + 1
+            if isinstance(step, float):
+                if not step.is_integer():
+                    self.unmapped.append(f"non-integer step in {path}")
+                    continue
+                step = int(step)
+            previous = step
+            yield step, value
+
+    # -- params ----------------------------------------------------------------------------------
+
+    def _param(self, key: str, path: str, item: dict[str, Any]) -> None:
+        if not self._claim("param", key, path):
+            return
+        kind, value = item["type"], item.get("value")
+        if kind == "string_set":
+            value = list(item["values"])
+        elif kind == "datetime" and value is not None:
+            value = dt.datetime.fromtimestamp(value / 1000, tz=dt.timezone.utc).isoformat()
+        elif kind == "string" and self.own and path.startswith("parameters/"):
+            value = _own_param(value)
+        self.config[key] = value
+
+    # -- metrics ---------------------------------------------------------------------------------
+
+    def _metrics(self) -> None:
+        groups: dict[tuple[float, int], list[dict[str, float]]] = {}
+        for key, path, points in self.series:
+            if not self._claim("metric", key, path):
+                continue
+            for step, ts, value in points:
+                at = ts if ts is not None else self._ts(path)
+                # Points logged together share step and time: they become one record again.
+                batch = groups.setdefault((at, step), [])
+                target = next((b for b in batch if key not in b), None)
+                if target is None:
+                    target = {}
+                    batch.append(target)
+                target[key] = value
+        for (ts, step), batch in groups.items():
+            for values in batch:
+                self._add(ts, step, f"metrics at step {step}", functools.partial(_metrics, values, step, ts))
+
+    # -- texts -----------------------------------------------------------------------------------
+
+    def _texts(self, key: str, path: str, item: dict[str, Any]) -> None:
+        if not self._claim("text", key, path):
+            return
+        for step, value in self._steps(path, item["values"]):
+            text = self.long_texts.pop((key, step), None)
+            if text is None:
+                text = str(value["value"])
+            ts = value["ts"] if value["ts"] is not None else self._ts(path)
+            self._add(ts, step, f"text {path}", functools.partial(_text, key, text, step, ts))
+
+    def _long_texts(self) -> dict[tuple[str, int], str]:
+        """The whole of each text longer than a string series value holds, by key and step."""
+        texts = {}
+        for path, item in self.fields.items():
+            if path.startswith(LONG_TEXTS) and item["type"] == "file":
+                key, _, step = path[len(LONG_TEXTS):].rpartition("/")
+                try:
+                    texts[(from_segment_path(key), int(step))] = self._read(item).decode("utf-8")
+                except (ValueError, OSError) as error:
+                    self.unmapped.append(f"long text {path}: {type(error).__name__}")
+        return texts
+
+    # -- images ----------------------------------------------------------------------------------
+
+    def _boxes(self) -> dict[str, list[tuple[float | None, dict[str, Any]]]]:
+        boxes: dict[str, list[tuple[float | None, dict[str, Any]]]] = {}
+        for path, item in self.fields.items():
+            if path.startswith(BOXES) and item["type"] == "string_series":
+                key = from_segment_path(path[len(BOXES):])
+                for value in item["values"]:
+                    try:
+                        boxes.setdefault(key, []).append((value["ts"], json.loads(value["value"])))
+                    except (TypeError, ValueError):
+                        self.unmapped.append(f"{path}: an entry that is not box JSON")
+        return boxes
+
+    def _images(self, key: str, path: str, item: dict[str, Any]) -> None:
+        figure = self.own and path in self.figures
+        if not self._claim("figure" if figure else "image", key, path):
+            return
+        values = list(self._steps(path, item["values"]))
+        boxes = self._match_boxes(key, values) if self.own else {}
+        for index, (step, value) in enumerate(values):
+            ts = value["ts"] if value["ts"] is not None else self._ts(path)
+            caption = value.get("name") or value.get("description") or None
+            if figure:
+                self._add(ts, step, f"figure {path}", functools.partial(self._figure, key, value, step, ts))
+            else:
+                self._add(ts, step, f"image {path}", functools.partial(
+                    self._image, key, path, value, step, ts, caption, boxes.get(index, [])))
+
+    def _figure(self, key: str, value: dict[str, Any], step: int, ts: float, builder: RunBuilder) -> None:
+        builder.figure(key, self._read(value), step, ts)
+
+    def _image(self, key: str, path: str, value: dict[str, Any], step: int, ts: float, caption: str | None,
+               boxes: list[Box], builder: RunBuilder) -> None:
+        data = self._read(value)
+        try:
+            builder.image(key, data, step, ts, boxes=boxes, caption=caption)
+        except OSError:  # not an image Pillow reads: keep the file
+            name = f"{path}/{step}.{value.get('ext') or Path(value.get('path') or 'x.bin').suffix.lstrip('.')}"
+            builder.artifact(self._scratch_file(name, data), name, ts, step=step)
+
+    def _match_boxes(self, key: str, values: list[tuple[int, dict[str, Any]]]) -> dict[int, list[Box]]:
+        """The boxes of each image, by the step in their JSON, then by time among images of one step."""
+        matched: dict[int, list[tuple[int, Box]]] = {}
+        for ts, entry in self.boxes.pop(key, []):
+            same_step = [i for i, (step, _) in enumerate(values) if step == entry.get("step")]
+            if len(same_step) > 1:
+                same_step = [i for i in same_step if values[i][1]["ts"] == ts]
+            if len(same_step) != 1:
+                self.unmapped.append(f"box of {key} at step {entry.get('step')} without its image")
+                continue
+            box = Box(entry["x0"], entry["y0"], entry["x1"], entry["y1"], entry.get("label"),
+                      entry.get("score"), entry.get("class_id"))
+            matched.setdefault(same_step[0], []).append((entry.get("index", 0), box))
+        return {i: [box for _, box in sorted(found, key=lambda pair: pair[0])] for i, found in matched.items()}
+
+    # -- files -----------------------------------------------------------------------------------
+
+    def _file(self, key: str, path: str, item: dict[str, Any]) -> None:
+        ext = (item.get("ext") or "").lower()
+        ts = self._ts(path)
+        # The backend's only files outside its namespaces are tables. An export names a file
+        # after its field, without the extension Neptune had for it.
+        if self.own and ext in ("csv", "") and path.split("/", 1)[0] not in RESERVED_ROOTS:
+            if self._claim("table", key, path):
+                self._add(ts, 0, f"table {path}", lambda b: self._table(b, key, item, ts))
+        elif ext in IMAGE_EXTENSIONS or (not ext and self._looks_like_image(item)):
+            if self._claim("image", key, path):
+                self._add(ts, 0, f"image {path}", lambda b: self._image_file(b, key, path, item, ts))
+        else:
+            self._artifact(self._file_name(key, ext), path, item)
+
+    def _looks_like_image(self, item: dict[str, Any]) -> bool:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(io.BytesIO(item["content"]) if "content" in item else item["path"]):
+                return True
+        except (UnidentifiedImageError, OSError, KeyError):
+            return False
+
+    def _image_file(self, builder: RunBuilder, key: str, path: str, item: dict[str, Any], ts: float) -> None:
+        data = self._read(item)
+        try:
+            builder.image(key, data, 0, ts)
+        except OSError:  # an image extension, but not an image Pillow reads: keep the file
+            name = self._file_name(key, item.get("ext") or "")
+            builder.artifact(self._scratch_file(name, data), name, ts)
+
+    def _table(self, builder: RunBuilder, key: str, item: dict[str, Any], ts: float) -> None:
+        rows = list(csv.reader(io.StringIO(self._read(item).decode("utf-8"))))
+        if not rows:
+            raise ValueError("an empty CSV file")
+        builder.table(key, rows[0], [[_cell(c) for c in row] for row in rows[1:]], 0, ts, TableRole.TABLE)
+
+    def _artifact(self, name: str, path: str, item: dict[str, Any], checkpoint: bool = False) -> None:
+        if not self._claim("artifact", name, path):
+            return
+        ts = self._ts(path)
+        kind = ArtifactKind.MODEL if checkpoint else ArtifactKind.FILE
+        if item["type"] == "file":
+            def emit(b: RunBuilder) -> None:
+                if "content" in item:
+                    source = self._scratch_file(name, item["content"])
+                else:
+                    source = Path(item["path"])
+                    if not source.is_file():
+                        b.unmapped(f"file missing on disk: {path}")
+                        return
+                b.artifact(source, name, ts, kind, checkpoint=checkpoint)
+        elif item["type"] == "file_set":
+            def emit(b: RunBuilder) -> None:
+                folder = self._file_set_folder(name, item)
+                if folder is None:
+                    b.unmapped(f"file set with no files on disk: {path}")
+                    return
+                b.artifact(folder, name, ts, kind, checkpoint=checkpoint)
+        else:
+            self.unmapped.append(f"Neptune {item['type']} field (loggerhub has no such record)")
+            return
+        self._add(ts, 0, f"artifact {path}", emit)
+
+    def _file_set_folder(self, name: str, item: dict[str, Any]) -> Path | None:
+        """A folder holding the set's files under their names in the set."""
+        if item.get("dir"):
+            return Path(item["dir"]) if Path(item["dir"]).is_dir() else None
+        globs = item.get("globs", [])
+        if len(globs) == 1 and glob.escape(globs[0]) == globs[0] and os.path.isdir(globs[0]):
+            return Path(globs[0])
+        files = offline.file_set_files(item)
+        if not files:
+            return None
+        folder = self.scratch / f"set-{next(self._names)}" / Path(name).name
+        for relative, source in files.items():
+            target = folder / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        return folder
+
+    def _file_name(self, key: str, ext: str) -> str:
+        return key if not ext or key.lower().endswith(f".{ext.lower()}") else f"{key}.{ext}"
+
+    def _read(self, item: dict[str, Any]) -> bytes:
+        if "data" in item:
+            return bytes(item["data"])
+        if "content" in item:
+            return bytes(item["content"])
+        return Path(item["path"]).read_bytes()
+
+    def _scratch_file(self, name: str, data: bytes) -> Path:
+        folder = self.scratch / f"file-{next(self._names)}"
+        folder.mkdir()
+        target = folder / (Path(name).name or "file")
+        target.write_bytes(data)
+        return target
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _metrics(values: dict[str, float], step: int, ts: float, builder: RunBuilder) -> None:
+    builder.metrics(values, step, ts)
+
+
+def _text(key: str, text: str, step: int, ts: float, builder: RunBuilder) -> None:
+    builder.text(key, text, step, ts)
+
+
+def _own_param(value: Any) -> Any:
+    """A param as loggerhub logged it, from the text its backend stored where Neptune has no atom."""
+    if not isinstance(value, str):
+        return value
+    if value in _NONFINITE:
+        return _NONFINITE[value]
+    if value == "null":
+        return None
+    if value == "{}":
+        return {}
+    if value.startswith("["):
+        try:
+            loaded = json.loads(value)
+        except ValueError:
+            return value
+        return loaded if isinstance(loaded, list) else value
+    if _INTEGER.fullmatch(value) and not INT32_MIN <= int(value) <= INT32_MAX:
+        return int(value)
+    return value
+
+
+def _cell(text: str) -> Any:
+    """A CSV cell: a number when it reads as one, else the text."""
+    if _INTEGER.fullmatch(text):
+        return int(text)
+    if _NUMBER.fullmatch(text):
+        return float(text)
+    return text
+
+
+def _iso_seconds(text: Any) -> float | None:
+    try:
+        return dt.datetime.fromisoformat(text).timestamp() if isinstance(text, str) else None
+    except ValueError:
+        return None
+
+
+def _json_file(path: Path) -> Mapping[str, Any]:
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
