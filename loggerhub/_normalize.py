@@ -229,8 +229,12 @@ def _file_array(path: str) -> Any:
             if opened.width > MAX_IMAGE_SIDE or opened.height > MAX_IMAGE_SIDE:
                 raise InvalidInput(f"image sides must be at most {MAX_IMAGE_SIDE} pixels: {path}")
             return _pil_array(opened)
+    except InvalidInput:
+        raise
     except UnidentifiedImageError:
         raise InvalidInput(f"not an image file: {path}") from None
+    except Exception as error:  # noqa: BLE001 - truncated, corrupt or unreadable: the caller goes on
+        raise InvalidInput(f"cannot read image {path}: {type(error).__name__}: {error}") from None
 
 
 def boxes(raw: Iterable[Any] | None, width: int, height: int) -> tuple[Box, ...]:

@@ -317,12 +317,12 @@ class Run:
         except InvalidInput as error:
             self._reject("log_image", error, key)
 
-    def log_figure(self, key: str, figure: Any, step: int | None = None) -> None:
+    def log_figure(self, key: str, figure: Any, step: int | None = None, *, epoch: int | None = None) -> None:
         """Log a plot: a matplotlib figure (rendered to PNG now, and kept) or a PNG file path."""
         try:
             key = norm.check_key(key)
             step = self._media_step(step)
-            fields: dict[str, Any] = {"key": key, "step": step}
+            fields: dict[str, Any] = {"key": key, "step": step, "epoch": norm.check_epoch(epoch)}
             if isinstance(figure, (str, os.PathLike)):
                 array = norm.image_array(figure)
                 fields["array"] = array
@@ -532,7 +532,7 @@ class Run:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.finish(_status_for(exc_type, exc))
+        self.finish(status_for(exc_type, exc))
 
     def _after_fork(self) -> None:
         self._forked = True
@@ -542,7 +542,9 @@ class Run:
         self._workers = []
 
 
-def _status_for(exc_type: type[BaseException] | None, exc: BaseException | None) -> Status:
+def status_for(exc_type: type[BaseException] | None, exc: BaseException | None) -> Status:
+    """The status a run ends with when ``exc`` ends it: the rule of the ``with`` block, for
+    adapters that end runs themselves."""
     if exc_type is None:
         return Status.FINISHED
     if issubclass(exc_type, (KeyboardInterrupt, Terminated)):
@@ -595,7 +597,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _finish_open_runs() -> None:
-    status = _status_for(_uncaught[-1], None) if _uncaught else Status.FINISHED
+    status = status_for(_uncaught[-1], None) if _uncaught else Status.FINISHED
     for run in list(_live_runs):
         run.finish(status)
 

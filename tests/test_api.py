@@ -345,3 +345,13 @@ def test_rank_nonzero_logs_nothing(runs_dir: Path, monkeypatch: pytest.MonkeyPat
     with loggerhub.init(project="p", dir=runs_dir) as run:
         run.log_metrics({"a": 1.0}, step=0)
     assert not runs_dir.exists()
+
+
+def test_truncated_image_file_is_rejected_not_raised(runs_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "half.png"
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(broken)
+    broken.write_bytes(broken.read_bytes()[:80])
+    with loggerhub.init(project="p", dir=runs_dir) as run:
+        with pytest.warns(LoggerhubWarning, match="cannot read image"):
+            run.log_image("img", broken)
+    assert of_type(run, j.IMAGE) == [] and "cannot read image" in of_type(run, j.REJECTED)[0]["reason"]

@@ -44,7 +44,7 @@ def test_extras_install_from_wheels_and_deliver(tmp_path: Path) -> None:
         from mlflow.tracking import MlflowClient
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-        store = {str(tmp_path / "mlruns")!r}
+        store = "sqlite:///" + {str(tmp_path / "mlflow.db")!r}
         with loggerhub.init(project="wheels", name="w", dir={str(tmp_path / "runs")!r},
                             backends=["mlflow", "tensorboard"], config={{"lr": 0.1}},
                             options={{"mlflow": {{"tracking_uri": store}},

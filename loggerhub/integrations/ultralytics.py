@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loggerhub.run import status_for
+
 if TYPE_CHECKING:
     from loggerhub.run import Run
 
@@ -271,7 +273,7 @@ class _Adapter:
             _restore(saved)
             self._guarded("the end of a failed training", self._close_training)
             if self.owns_run:
-                self._finish(_status_for(error))
+                self._finish(status_for(type(error), error).value)
             raise
         _restore(saved)
         trainer = getattr(self._model, "trainer", None)
@@ -655,16 +657,6 @@ def _is_main_rank() -> bool:
     from ultralytics.utils import RANK
 
     return RANK in (-1, 0)
-
-
-def _status_for(error: BaseException) -> str:
-    from loggerhub.run import Terminated
-
-    if isinstance(error, (KeyboardInterrupt, Terminated)):
-        return "KILLED"
-    if isinstance(error, SystemExit) and error.code in (0, None):
-        return "FINISHED"
-    return "FAILED"
 
 
 def _same(a: Any, b: Any) -> bool:

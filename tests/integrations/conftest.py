@@ -16,31 +16,14 @@ from typing import Any
 
 import pytest
 
+from loggerhub.testing.ultralytics import classify_dataset, detect_dataset, offline_environment, task_dataset
+
 SANDBOX = Path(tempfile.mkdtemp(prefix="loggerhub-ultralytics-"))
-
-
-def _offline_environment() -> dict[str, str]:
-    config = SANDBOX / "yolo-config"
-    fonts = config / "Ultralytics"
-    fonts.mkdir(parents=True, exist_ok=True)
-    import matplotlib
-
-    # Ultralytics downloads Arial for its plots even when offline; DejaVu Sans stands in.
-    dejavu = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
-        shutil.copyfile(dejavu, fonts / name)
-    return {
-        "YOLO_OFFLINE": "1",
-        "YOLO_CONFIG_DIR": str(config),
-        "MPLCONFIGDIR": str(SANDBOX / "matplotlib"),
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "true",
-    }
 
 
 if "ultralytics" in sys.modules:
     raise RuntimeError("ultralytics was imported before tests/integrations/conftest.py set it offline")
-OFFLINE_ENV = _offline_environment()
+OFFLINE_ENV = offline_environment(SANDBOX)
 os.environ.update(OFFLINE_ENV)
 # Trackers must store where each test says, never where the developer's shell points.
 for _variable in ("MLFLOW_TRACKING_URI", "COMET_API_KEY", "NEPTUNE_API_TOKEN", "NEPTUNE_PROJECT"):
@@ -58,65 +41,23 @@ def _remove_sandbox() -> Iterator[None]:
 
 # --------------------------------------------------------------------------- datasets
 
-#: Two classes that a detector can tell apart by colour alone.
-CLASSES = {0: "red", 1: "blue"}
-COLOURS = {0: (220, 40, 40), 1: (40, 40, 220)}
-
-
-def _picture(rng: Any, size: int, objects: int) -> tuple[Any, list[tuple[int, float, float, float, float]]]:
-    import numpy as np
-
-    image = np.full((size, size, 3), 96, dtype=np.uint8)
-    boxes = []
-    for _ in range(objects):
-        cls = int(rng.integers(0, len(CLASSES)))
-        width, height = (int(v) for v in rng.integers(size // 5, size // 2, 2))
-        x0, y0 = int(rng.integers(0, size - width)), int(rng.integers(0, size - height))
-        image[y0:y0 + height, x0:x0 + width] = COLOURS[cls]
-        boxes.append((cls, (x0 + width / 2) / size, (y0 + height / 2) / size, width / size, height / size))
-    return image, boxes
-
 
 @pytest.fixture(scope="session")
 def detect_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A detection dataset in YOLO format: 8 train and 4 val images of 64 px; returns data.yaml."""
-    import numpy as np
-    from PIL import Image
+    return detect_dataset(tmp_path_factory.mktemp("detect-data"))
 
-    root = tmp_path_factory.mktemp("detect-data")
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 8), ("val", 4)):
-        (root / "images" / split).mkdir(parents=True)
-        (root / "labels" / split).mkdir(parents=True)
-        for index in range(count):
-            image, boxes = _picture(rng, 64, 2)
-            Image.fromarray(image).save(root / "images" / split / f"{split}{index}.jpg")
-            (root / "labels" / split / f"{split}{index}.txt").write_text(
-                "".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in boxes)
-            )
-    names = "".join(f"  {i}: {name}\n" for i, name in CLASSES.items())
-    data = root / "data.yaml"
-    data.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n{names}")
-    return data
+
+@pytest.fixture(scope="session")
+def task_data(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``task_data(task)``: the data.yaml of a synthetic segment, pose or obb dataset."""
+    return lambda task: task_dataset(tmp_path_factory.mktemp(f"{task}-data"), task)
 
 
 @pytest.fixture(scope="session")
 def classify_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A classification dataset: <root>/{train,val}/<class>/*.jpg, 4 + 2 images per class."""
-    import numpy as np
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("classify-data")
-    rng = np.random.default_rng(1)
-    for split, count in (("train", 4), ("val", 2)):
-        for cls, name in CLASSES.items():
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for index in range(count):
-                image = np.full((64, 64, 3), COLOURS[cls], dtype=np.uint8)
-                noise = rng.integers(-20, 20, image.shape)
-                Image.fromarray(np.clip(image + noise, 0, 255).astype(np.uint8)).save(folder / f"{index}.jpg")
-    return root
+    return classify_dataset(tmp_path_factory.mktemp("classify-data"))
 
 
 def train_args(root: Path, name: str, **extra: Any) -> dict[str, Any]:

@@ -322,6 +322,34 @@ def test_ddp_workers_get_an_inert_adapter_that_keeps_ultralytics_loggers_off(tmp
     assert [e.type for e in journal(run.dir)] == ["run_start", "run_end"]
 
 
+def test_plots_still_being_written_are_waited_for(tmp_path: Path) -> None:
+    import threading
+
+    import numpy as np
+    from PIL import Image
+
+    import loggerhub
+    from loggerhub.integrations.ultralytics import _complete_picture, _log_pictures
+
+    picture = np.zeros((16, 16, 3), dtype=np.uint8)
+    for suffix in (".jpg", ".png"):
+        whole = tmp_path / f"whole{suffix}"
+        Image.fromarray(picture).save(whole)
+        half = tmp_path / f"half{suffix}"
+        half.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+        assert _complete_picture(whole) and not _complete_picture(half)
+    late = tmp_path / "late.png"
+    late.write_bytes((tmp_path / "half.png").read_bytes())
+    # Ultralytics finishes the file from its plotting thread a little later.
+    finisher = threading.Timer(0.3, lambda: Image.fromarray(picture).save(late))
+    finisher.start()
+    with loggerhub.init(project="plots", dir=tmp_path / "runs") as run:
+        _log_pictures(run, [late, tmp_path / "whole.png"], set(), "", 1)
+    finisher.join()
+    assert sorted(by_key(journal(run.dir), "figure")) == ["plots/late", "plots/whole"]
+    assert not of_type(journal(run.dir), "rejected")
+
+
 # --------------------------------------------------------------------------- detection, end to end
 
 
@@ -505,7 +533,8 @@ def test_val_predict_and_export_land_in_a_run_the_user_owns(
         results = model.predict(source=str(detect_data.parent / "images" / "val"), conf=0.0, max_det=3,
                                 **common)
         exported = model.export(format="torchscript", imgsz=64, device="cpu")
-        assert not run._finished  # the user's run stays open between modes
+        run.flush()
+        assert journal(run.dir)[-1].type != "run_end"  # the user's run stays open between modes
     entries = journal(run.dir)
     logged = metric_series(entries)
     for key, value in metrics.results_dict.items():
@@ -566,6 +595,36 @@ def test_classify_end_to_end(classify_data: Path, train_kwargs: Any, tmp_path: P
     assert entries[-1].data["status"] == "FINISHED"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("task", "model_file"), [
+    ("segment", "yolo11n-seg.yaml"), ("pose", "yolo11n-pose.yaml"), ("obb", "yolo11n-obb.yaml")])
+def test_segment_pose_and_obb_log_their_own_metrics_and_plots(
+    task: str, model_file: str, task_data: Any, train_kwargs: Any, tmp_path: Path
+) -> None:
+    from ultralytics import YOLO
+
+    from loggerhub.integrations.ultralytics import attach
+
+    model = YOLO(model_file)
+    run = attach(model, backends=["local"], project="tasks", name=task, dir=tmp_path / "runs")
+    started = time.monotonic()
+    model.train(data=str(task_data(task)), **train_kwargs(tmp_path, task, epochs=1))
+    print(f"\n{task} training (1 epoch): {time.monotonic() - started:.1f} s")
+    entries, trainer = journal(run.dir), model.trainer
+    logged = metric_series(entries)
+    for key, series in results_csv(Path(trainer.save_dir)).items():
+        assert same_series(logged[key], series), key
+    best = {k for k in logged if k.startswith("best/")}
+    assert best == {f"best/{k}" for k in trainer.validator.metrics.keys}
+    logged_pictures = {*by_key(entries, "image"), *by_key(entries, "figure")}
+    assert {k.split("/", 1)[1] for k in logged_pictures} == {p.stem for p in pictures(Path(trainer.save_dir))}
+    # The validator's own curves, whatever their prefix (Box, Mask, Pose...).
+    assert {f"plots/{Path(p).stem}" for p in trainer.validator.plots if "curve" in str(p)} <= logged_pictures
+    (table,) = of_type(entries, "table")
+    assert table["columns"] == ["red", "blue", "background"]
+    assert entries[-1].data["status"] == "FINISHED"
+
+
 # --------------------------------------------------------------------------- failures
 
 
@@ -599,6 +658,28 @@ def test_a_training_that_raises_ends_the_run(
     assert "train" not in vars(model)  # the run ended: the model is detached
 
 
+@pytest.mark.slow
+def test_a_failure_inside_the_adapter_never_stops_the_training(
+    detect_data: Path, train_kwargs: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ultralytics import YOLO
+
+    from loggerhub.integrations.ultralytics import AdapterWarning, attach
+
+    model = YOLO("yolo11n.yaml")
+    run = attach(model, backends=["local"], project="robust", dir=tmp_path / "runs")
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("tracker-side bug")
+
+    monkeypatch.setattr(run, "log_figure", broken)
+    with pytest.warns(AdapterWarning, match="on_train_end: RuntimeError: tracker-side bug"):
+        model.train(data=str(detect_data), **train_kwargs(tmp_path, "robust", epochs=1))
+    entries = journal(run.dir)
+    assert entries[-1].data["status"] == "FINISHED"
+    assert events(entries)[-1] == ("train_end", 1)  # teardown still ran after the failed handler
+
+
 # --------------------------------------------------------------------------- the yolo command
 
 
@@ -608,7 +689,7 @@ def _cli(*args: str, cwd: Path, env: Mapping[str, str] | None = None) -> subproc
 
 
 @pytest.mark.slow
-def test_cli_yolo_train(detect_data: Path, tmp_path: Path) -> None:
+def test_cli_yolo_train_then_predict(detect_data: Path, tmp_path: Path) -> None:
     started = time.monotonic()
     done = _cli("--dir", str(tmp_path / "runs"), "yolo", "train", "model=yolo11n.yaml", f"data={detect_data}",
                 "epochs=1", "imgsz=64", "batch=4", "workers=0", "device=cpu", "amp=False", "plots",
@@ -625,6 +706,17 @@ def test_cli_yolo_train(detect_data: Path, tmp_path: Path) -> None:
         1, True, False, "train")
     assert metric_series(entries)["train/box_loss"][0][0] == 1
     assert {d["name"] for d in of_type(entries, "artifact")} >= {"weights/best.pt", "weights/last.pt"}
+    assert entries[-1].data["status"] == "FINISHED"
+
+    best = tmp_path / "u" / "cli" / "weights" / "best.pt"
+    done = _cli("--dir", str(tmp_path / "runs"), "yolo", "predict", f"model={best}", "imgsz=64", "conf=0.0",
+                f"source={detect_data.parent / 'images' / 'val'}", "device=cpu", "--project", "from-cli",
+                "--name", "yolo-predict", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs" / "from-cli").glob("yolo-predict-*")
+    entries = journal(run_dir)
+    assert len([k for k in by_key(entries, "image") if k.startswith("predict/")]) == 4
+    assert metric_series(entries)["predict/images"] == [(0, 4)]
     assert entries[-1].data["status"] == "FINISHED"
 
 
