@@ -163,13 +163,17 @@ def case_deliver(args: argparse.Namespace) -> dict[str, Any]:
 
     from loggerhub import journal as j
     from loggerhub.delivery import Consumer
+    from loggerhub.plugins import BackendHooks, get_plugin_manager, resolve
 
     source = Path(args.run_dir)
     copy = args.workdir / f"deliver-{args.tracker}" / "bench" / source.name
     shutil.copytree(source, copy)
     points = sum(len(e.data["values"]) for e in j.JournalReader(copy).entries() if e.type == j.METRICS)
     options = tracker_options(args.workdir, args.tracking_uri)[args.tracker]
-    consumer = Consumer(copy, args.tracker, options=options)
+    plugin = resolve([args.tracker])[0].load()
+    # Import the SDK before the clock starts, as the native case does: this measures delivery.
+    BackendHooks(get_plugin_manager({args.tracker: plugin}), args.tracker).client_version()
+    consumer = Consumer(copy, args.tracker, options=options, plugin=plugin)
     started = time.perf_counter()
     status = consumer.run()
     return {"seconds": time.perf_counter() - started, "points": points, "finished": status.finished}

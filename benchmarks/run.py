@@ -117,7 +117,8 @@ def throughput(workdir: Path, uri: str, scale: int) -> str:
         f"A journal of {2 * steps:,} points (two keys over {steps:,} steps), delivered from offset -1 by "
         "the real consumer and plugin, against the same points written with the tracker's own bulk API "
         "(TensorBoard: one event per step; Neptune: `extend`; Comet: `log_metrics` per step; MLflow: "
-        "`log_batch` of 1,000). Both include creating the tracker run.\n",
+        "`log_batch` of 1,000). Both include creating the tracker run and closing it; neither includes "
+        "importing the SDK.\n",
         "| tracker | loggerhub points/s | native bulk points/s | ratio |", "|---|---:|---:|---:|",
     ]
     for tracker in TRACKERS:

@@ -42,7 +42,7 @@ def test_extras_install_from_wheels_and_deliver(tmp_path: Path) -> None:
     script.write_text(textwrap.dedent(f"""
         import json, loggerhub
         from mlflow.tracking import MlflowClient
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        from loggerhub_tensorboard.reader import read_logdir
 
         store = "sqlite:///" + {str(tmp_path / "mlflow.db")!r}
         with loggerhub.init(project="wheels", name="w", dir={str(tmp_path / "runs")!r},
@@ -55,9 +55,7 @@ def test_extras_install_from_wheels_and_deliver(tmp_path: Path) -> None:
         experiment = client.get_experiment_by_name("wheels")
         mlflow_run = client.search_runs([experiment.experiment_id])[0]
         history = [(m.step, m.value) for m in client.get_metric_history(mlflow_run.info.run_id, "loss")]
-        accumulator = EventAccumulator({str(tmp_path / "tb")!r}, size_guidance={{"scalars": 0}})
-        accumulator.Reload()
-        tb = [(e.step, round(e.value, 6)) for e in accumulator.Scalars("loss")]
+        tb = [(s.step, round(s.value, 6)) for s in read_logdir({str(tmp_path / "tb")!r}).scalars["loss"]]
         print(json.dumps({{"mlflow": sorted(history), "status": mlflow_run.info.status,
                           "params": mlflow_run.data.params, "tensorboard": tb,
                           "summary": run.summary}}))
