@@ -85,7 +85,7 @@ class RunBuilder:
                                   "values": {norm.check_key(k): float(v) for k, v in values.items()}})
 
     def image(self, key: str, image: bytes | Any, step: int, ts: float,
-              boxes: Iterable[Box] = (), caption: str | None = None) -> None:
+              boxes: Iterable[Box] = (), caption: str | None = None, epoch: int | None = None) -> None:
         """An image as encoded bytes (any format Pillow reads) or anything ``log_image`` takes."""
         if isinstance(image, (bytes, bytearray)):
             import io
@@ -98,11 +98,12 @@ class RunBuilder:
             array = norm.image_array(image)
         height, width = array.shape[:2]
         self._put(j.IMAGE, ts, {
-            "key": norm.check_key(key), "step": norm.check_step(step), "epoch": None, "width": width,
+            "key": norm.check_key(key), "step": norm.check_step(step), "epoch": norm.check_epoch(epoch),
+            "width": width,
             "height": height, "caption": caption, "array": array,
             "boxes": [[b.x0, b.y0, b.x1, b.y1, b.label, b.score, b.class_id] for b in boxes]})
 
-    def figure(self, key: str, png: bytes, step: int, ts: float) -> None:
+    def figure(self, key: str, png: bytes, step: int, ts: float, epoch: int | None = None) -> None:
         import io
 
         from PIL import Image
@@ -110,7 +111,7 @@ class RunBuilder:
         with Image.open(io.BytesIO(png)) as opened:
             width, height = opened.size
         self._put(j.FIGURE, ts, {"key": norm.check_key(key), "step": norm.check_step(step),
-                                 "png": png, "width": width, "height": height})
+                                 "epoch": norm.check_epoch(epoch), "png": png, "width": width, "height": height})
 
     def artifact(self, path: Path, name: str, ts: float, kind: ArtifactKind = ArtifactKind.FILE,
                  step: int = 0, checkpoint: bool = False) -> None:

@@ -155,7 +155,10 @@ def read_logdir(logdir: str | Path) -> TensorBoardRun:
             Image(e.step, e.wall_time, e.width, e.height, e.encoded_image_string)
             for e in accumulator.Images(tag)
         )
-    content = accumulator.PluginTagToContent(hp_metadata.PLUGIN_NAME)
+    try:
+        content = accumulator.PluginTagToContent(hp_metadata.PLUGIN_NAME)
+    except KeyError:  # a run without HParams, as every plain SummaryWriter run is
+        content = {}
     if hp_metadata.SESSION_START_INFO_TAG in content:
         start = hp_metadata.parse_session_start_info_plugin_data(content[hp_metadata.SESSION_START_INFO_TAG])
         run.hparams = {name: _value(v) for name, v in start.hparams.items()}

@@ -1,0 +1,470 @@
+"""``loggerhub import tensorboard LOGDIR``: TensorBoard runs back into loggerhub runs.
+
+Every folder under LOGDIR that holds event files is one run, as TensorBoard shows it. A run that
+this backend wrote carries ``_loggerhub_/run`` (name, project, run id, tags); its own tags
+(``_loggerhub_/...``) are inverted: params, status, box annotations, artifact notes and the
+``artifacts/`` and ``checkpoints/`` folders beside its event files. Any other logdir (a user's
+own ``SummaryWriter``) is read the same way for scalars, images, text and HParams.
+
+Data is read with :func:`reader.read_logdir` (TensorBoard's ``EventAccumulator``). A cheap first
+pass over the raw events counts what each tag holds, so that what has no loggerhub record
+(histograms, PR curves, audio, graphs, ...) and what the accumulator drops (points of a tag
+logged again at an earlier step) are reported instead of vanishing.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import hashlib
+import html
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loggerhub_hookspecs import ArtifactKind, Box, Status
+from loggerhub_tensorboard import keys, reader
+
+RUN_TAG = keys.reserved("run")
+PARAMS_TAG = keys.reserved("params")
+STATUS_TAG = keys.reserved("status")
+ANNOTATIONS = keys.reserved("annotations/")
+#: The plugins whose data becomes loggerhub records; the others are reported as not mapped.
+MAPPED_PLUGINS = frozenset({"scalars", "images", "text", "hparams"})
+#: Events that are not summaries, by the field they set.
+OTHER_EVENTS = {"graph_def": "graph", "meta_graph_def": "meta graph", "tagged_run_metadata": "run metadata",
+                "session_log": "session log (restart marker)", "log_message": "log message"}
+HPARAMS_STATUS = {"STATUS_SUCCESS": Status.FINISHED, "STATUS_FAILURE": Status.FAILED}
+#: HParams numbers are doubles: the backend writes larger integers as strings.
+_MAX_EXACT_INT = 2**53
+_NOTE = re.compile(r"^(\w+) (?:file|directory), \d+ bytes: `")
+
+Emit = Callable[[Any, float], None]  # (builder, ts)
+
+
+@dataclass(order=True)
+class _Item:
+    """One record to write, in source-time order, then step, then reading order."""
+
+    ts: float
+    step: int
+    order: int
+    emit: Emit = field(compare=False)
+
+
+@dataclass
+class _Census:
+    """What the raw events of a run hold: values per tag and plugin, other events by kind."""
+
+    values: Counter[tuple[str, str]] = field(default_factory=Counter)
+    events: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def tags(self) -> set[str]:
+        return {tag for tag, _ in self.values}
+
+
+def import_runs(location: str, factory: Any, **options: Any) -> None:
+    """Import every run (folder with event files) under the logdir ``location``."""
+    if options:
+        raise TypeError(f"the tensorboard importer takes no options, got {sorted(options)}")
+    root = Path(location)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no TensorBoard logdir at {root}")
+    runs = _find_runs(root)
+    if not runs:
+        raise FileNotFoundError(f"no TensorBoard event files under {root}")
+    claimed = {folder for folder, _ in runs}
+    outside = 0 if root in claimed else _count_files(root, claimed, set())
+    if outside:
+        factory.unmapped("tensorboard: file outside any run folder", outside)
+    for folder, census in runs:
+        _import_run(root, folder, census, claimed, factory)
+
+
+# --------------------------------------------------------------------------- finding runs
+
+
+def _find_runs(root: Path) -> list[tuple[Path, _Census]]:
+    """Folders with event files, parents first. The ``artifacts/`` and ``checkpoints/`` of a run
+    this backend wrote are its files, not runs, whatever they hold."""
+    runs = []
+    pending = [root]
+    while pending:
+        folder = pending.pop(0)
+        ours = False
+        if reader.event_files(folder):
+            census = _count(folder)
+            runs.append((folder, census))
+            ours = RUN_TAG in census.tags
+        for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()):
+            if not (ours and child.name in reader.FILE_FOLDERS):
+                pending.append(child)
+    return runs
+
+
+def _count(folder: Path) -> _Census:
+    """Counts without CRC checks, like :func:`reader.scan`: this pass only sizes the report."""
+    from tensorboard import data_compat
+    from tensorboard.compat.proto import event_pb2
+
+    census = _Census()
+    plugins: dict[str, str] = {}  # a tag's plugin is named by its first value's metadata only
+    for path in reader.event_files(folder):
+        for record in reader._records(path):
+            event = event_pb2.Event.FromString(record)
+            kind = event.WhichOneof("what")
+            if kind != "summary":
+                if kind in OTHER_EVENTS:
+                    census.events[OTHER_EVENTS[kind]] += 1
+                continue
+            for value in event.summary.value:
+                if not value.HasField("metadata"):
+                    value = data_compat.migrate_value(value)
+                named = value.metadata.plugin_data.plugin_name if value.HasField("metadata") else ""
+                plugin = plugins.setdefault(value.tag, named or value.WhichOneof("value") or "unknown")
+                census.values[(value.tag, plugin)] += 1
+    return census
+
+
+def _source_id(root: Path, folder: Path, loggerhub_id: str | None) -> str:
+    """The run's path under the logdir (the logdir's own name for itself), plus loggerhub's run
+    id when the run has one; long ones are shortened with a hash, to stay distinct once slugged."""
+    relative = folder.relative_to(root).as_posix()
+    text = root.resolve().name if relative == "." else relative
+    if loggerhub_id and loggerhub_id not in text.split("/"):
+        text = f"{text}@{loggerhub_id}"
+    if len(text) > 100:
+        text = f"{text[:80]}~{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    return text
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def _import_run(root: Path, folder: Path, census: _Census, claimed: set[Path], factory: Any) -> None:
+    run = reader.read_logdir(folder)
+    ours = RUN_TAG in census.tags
+    info = _run_info(run) if ours else {}
+    times = [s.wall_time for series in run.scalars.values() for s in series]
+    times += [i.wall_time for series in run.images.values() for i in series]
+    times += [t.wall_time for series in run.texts.values() for t in series]
+    started = info.get("ts") or (min(times) if times else 0.0)
+    config, later_params = _params(run, ours)
+    builder = factory(
+        source_id=_source_id(root, folder, info.get("run id")),
+        name=info.get("name") or (root.resolve().name if folder == root else folder.relative_to(root).as_posix()),
+        started_at=started,
+        config=config,
+        tags=info.get("tags"),
+        source_project=info.get("project"),
+    )
+    if builder is None:
+        return
+    with builder:
+        _report_census(run, census, builder)
+        items = _scalar_items(run)
+        items += _image_items(run, builder)
+        items += _text_items(run, builder)
+        items += [_Item(ts, 0, -1, _params_emit(values)) for ts, values in later_params]
+        copies: set[Path] = set()
+        if ours:
+            items += _file_items(folder, run, copies, builder)
+        _report_other_files(folder, claimed, copies, builder)
+        items.sort()
+        for item in items:
+            try:
+                item.emit(builder, item.ts)
+            except (ValueError, OSError) as error:  # loggerhub refuses it (bad key, unreadable image)
+                builder.unmapped(f"tensorboard: record loggerhub refuses: {type(error).__name__}: "
+                                 f"{str(error)[:100]}")
+        status, end = _status(run, builder)
+        builder.end(status, max([started, end or 0.0, *(item.ts for item in items)]))
+
+
+def _run_info(run: reader.TensorBoardRun) -> dict[str, Any]:
+    """The backend's ``_loggerhub_/run`` table: run id, name, project, tags; its time is the start."""
+    texts = run.texts.get(RUN_TAG) or []
+    if not texts:
+        return {}
+    rows = parse_table(texts[0].text)[1]
+    info: dict[str, Any] = {"ts": texts[0].wall_time, "tags": {}}
+    for row in rows:
+        if len(row) != 2:
+            continue
+        name, value = row
+        if name.startswith("tag: "):
+            info["tags"][name[len("tag: "):]] = value
+        elif name in ("run id", "name", "project"):
+            info[name] = value
+    return info
+
+
+def _report_census(run: reader.TensorBoardRun, census: _Census, builder: Any) -> None:
+    read = Counter({tag: len(series) for tag, series in run.scalars.items()})
+    read.update({tag: len(series) for tag, series in run.images.items()})
+    read.update({tag: len(series) for tag, series in run.texts.items()})
+    for (tag, plugin), count in sorted(census.values.items()):
+        if plugin not in MAPPED_PLUGINS:
+            builder.unmapped(f"tensorboard: {plugin} data", count)
+        elif plugin != "hparams" and count > read[tag]:
+            # After a restart (SessionLog.START, purge_step) TensorBoard, and so the accumulator,
+            # drops the values logged before it at the steps from the restart on.
+            builder.unmapped(f"tensorboard: {plugin} values purged by a restart, as TensorBoard shows",
+                             count - read[tag])
+    for kind, count in sorted(census.events.items()):
+        builder.unmapped(f"tensorboard: {kind}", count)
+
+
+# --------------------------------------------------------------------------- params
+
+
+def _params(run: reader.TensorBoardRun, ours: bool) -> tuple[dict[str, Any], list[tuple[float, dict[str, Any]]]]:
+    """The HParams session start is the config. In a run this backend wrote, each
+    ``_loggerhub_/params`` table is one ``log_params`` call: the values it shows as ``str(value)``
+    restore the types HParams lost (``3`` vs ``3.0``, lists, ``None``), and values the session
+    start does not hold yet are params logged later, at the table's time."""
+    config: dict[str, Any] = dict(run.hparams)  # the backend names hparams by their keys, unescaped
+    if not ours:
+        return config, []
+    known = dict(config)
+    later: list[tuple[float, dict[str, Any]]] = []
+    for text in run.texts.get(PARAMS_TAG) or []:
+        changed: dict[str, Any] = {}
+        for row in parse_table(text.text)[1]:
+            if len(row) != 2:
+                continue
+            key, shown = row
+            value = _typed(shown, config.get(key))
+            if key in config and _same(config[key], value):
+                config[key] = value  # the type the table shows
+            if key not in known or not _same(known[key], value):
+                changed[key] = value
+            known[key] = value
+        if changed:
+            later.append((text.wall_time, changed))
+    return config, later
+
+
+def _typed(shown: str, hparam: Any = None) -> Any:
+    """A param as ``str(value)`` showed it, back to its value: ``True``, ``3``, ``0.5``, ``None``,
+    ``[64, 128]``; anything else stays the string it is. ``hparam``, the same param in the
+    session start, tells a string that reads as a number from a number: HParams keeps bools and
+    numbers up to 2**53 as such, so if it holds the shown text as a string, a string it was."""
+    value = _literal(shown)
+    if isinstance(hparam, str) and hparam == shown and (
+            isinstance(value, bool) or (isinstance(value, int) and abs(value) <= _MAX_EXACT_INT)
+            or (isinstance(value, float) and math.isfinite(value))):
+        return shown
+    return value
+
+
+def _literal(shown: str) -> Any:
+    if shown in ("True", "False"):
+        return shown == "True"
+    if shown == "None":
+        return None
+    if re.fullmatch(r"-?\d+", shown):
+        return int(shown)
+    if shown in ("nan", "inf", "-inf") or re.fullmatch(r"-?(\d+\.\d*|\.\d+|\d+)(e[-+]?\d+)?", shown):
+        return float(shown)
+    if shown.startswith("[") and shown.endswith("]"):
+        with contextlib.suppress(ValueError, SyntaxError, MemoryError, RecursionError):
+            value = ast.literal_eval(shown)
+            if isinstance(value, list):
+                return value
+    return shown
+
+
+def _same(left: Any, right: Any) -> bool:
+    """Equal as HParams holds them: numbers as doubles, anything else by its text."""
+    if isinstance(left, (int, float)) and isinstance(right, (int, float)):
+        return float(left) == float(right) or (math.isnan(float(left)) and math.isnan(float(right)))
+    return str(left) == str(right)
+
+
+def _params_emit(values: dict[str, Any]) -> Emit:
+    return lambda b, ts: b.params(values, ts)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _scalar_items(run: reader.TensorBoardRun) -> list[_Item]:
+    """Points of one step and wall time share one event, as loggerhub logged them together."""
+    groups: dict[tuple[float, int], list[dict[str, float]]] = {}
+    for tag, series in run.scalars.items():
+        key = keys.from_tracker(tag)
+        if key is None:
+            continue  # reported by the census as the plugin data it is
+        for point in series:
+            records = groups.setdefault((point.wall_time, point.step), [])
+            target = next((values for values in records if key not in values), None)
+            if target is None:
+                target = {}
+                records.append(target)
+            target[key] = point.value
+    return [_Item(ts, step, 0, _metrics(values, step))
+            for (ts, step), records in groups.items() for values in records]
+
+
+def _metrics(values: dict[str, float], step: int) -> Emit:
+    return lambda b, ts: b.metrics(values, step, ts)
+
+
+def _image_items(run: reader.TensorBoardRun, builder: Any) -> list[_Item]:
+    notes = {(tag[len(ANNOTATIONS):], text.step, text.wall_time): text.text
+             for tag, series in run.texts.items() if tag.startswith(ANNOTATIONS) for text in series}
+    items = []
+    for tag, series in run.images.items():
+        key = keys.from_tracker(tag)
+        if key is None:
+            builder.unmapped(f"tensorboard: images under a reserved tag ({tag[:60]!r})", len(series))
+            continue
+        for image in series:
+            note = notes.pop((tag, image.step, image.wall_time), None)
+            items.append(_Item(image.wall_time, image.step, 1, _image(key, image, note)))
+    if notes:
+        builder.unmapped("tensorboard: box annotation without its image", len(notes))
+    return items
+
+
+def _image(key: str, image: reader.Image, note: str | None) -> Emit:
+    """The PNG as TensorBoard holds it (with the boxes drawn in); the boxes and caption from the
+    backend's annotation note."""
+    boxes: list[Box] = []
+    caption = None
+    if note is not None:
+        data = json.loads(note)
+        caption = data.get("caption")
+        boxes = [Box(b["x0"], b["y0"], b["x1"], b["y1"], b.get("label"), b.get("score"), b.get("class_id"))
+                 for b in data.get("boxes") or []]
+    return lambda b, ts: b.image(key, image.png, image.step, ts, boxes=boxes, caption=caption)
+
+
+def _text_items(run: reader.TensorBoardRun, builder: Any) -> list[_Item]:
+    items = []
+    for tag, series in run.texts.items():
+        key = keys.from_tracker(tag)
+        if key is None:
+            if not tag.startswith(keys.LOGGERHUB_PREFIX):
+                builder.unmapped(f"tensorboard: text under a reserved tag ({tag[:60]!r})", len(series))
+            continue  # the backend's own: run, params, status, annotations, artifact notes
+        for text in series:
+            items.append(_Item(text.wall_time, text.step, 2, _text(key, text)))
+    return items
+
+
+def _text(key: str, text: reader.Text) -> Emit:
+    return lambda b, ts: b.text(key, text.text, text.step, ts)
+
+
+# --------------------------------------------------------------------------- files and status
+
+
+def _file_items(folder: Path, run: reader.TensorBoardRun, copies: set[Path], builder: Any) -> list[_Item]:
+    """The backend's copies under ``artifacts/`` and ``checkpoints/``, at the time of their note
+    (added to ``copies``). A name logged again replaced the earlier copy: only the last version is
+    still there."""
+    items = []
+    for place in reader.FILE_FOLDERS:
+        prefix = keys.reserved(place + "/")
+        for tag, series in run.texts.items():
+            if not tag.startswith(prefix):
+                continue
+            name = tag[len(prefix):]
+            note = series[-1]
+            if len(series) > 1:
+                builder.unmapped(f"tensorboard: earlier copy under {place}/, replaced by a later one of its name",
+                                 len(series) - 1)
+            match = _NOTE.match(note.text)
+            kind = ArtifactKind(match.group(1)) if match and match.group(1) in ArtifactKind._value2member_map_ \
+                else ArtifactKind.MODEL if place == "checkpoints" else ArtifactKind.FILE
+            path = folder / place / name
+            copies.add(path)
+            items.append(_Item(note.wall_time, note.step, 3, _artifact(path, name, kind, note.step,
+                                                                       place == "checkpoints")))
+    return items
+
+
+def _artifact(path: Path, name: str, kind: ArtifactKind, step: int, checkpoint: bool) -> Emit:
+    return lambda b, ts: b.artifact(path, name, ts, kind=kind, step=step, checkpoint=checkpoint)
+
+
+def _report_other_files(folder: Path, runs: set[Path], copies: set[Path], builder: Any) -> None:
+    """Files in the run's folder that no record holds (neither its event files, nor the backend's
+    copies, nor another run's): counted, since nothing imports them."""
+    count = _count_files(folder, runs, copies)
+    if count:
+        builder.unmapped("tensorboard: file in a run folder that no record holds", count)
+
+
+def _count_files(folder: Path, runs: set[Path], copies: set[Path]) -> int:
+    """Files under ``folder``, outside the other ``runs`` and the ``copies``, except the event
+    files of ``folder`` itself."""
+    count = 0
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        for path in current.iterdir():
+            if path in copies or path in runs:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                pending.append(path)
+            elif current != folder or "tfevents" not in path.name:
+                count += 1
+    return count
+
+
+def _status(run: reader.TensorBoardRun, builder: Any) -> tuple[Status, float | None]:
+    """The backend's ``_loggerhub_/status`` (the last one), else the HParams session end."""
+    statuses = run.texts.get(STATUS_TAG) or []
+    if statuses:
+        try:
+            return Status(statuses[-1].text), statuses[-1].wall_time
+        except ValueError:
+            builder.unmapped(f"tensorboard: unknown status {statuses[-1].text[:40]!r}, imported as FINISHED")
+            return Status.FINISHED, statuses[-1].wall_time
+    if run.hparams_status in HPARAMS_STATUS:
+        return HPARAMS_STATUS[run.hparams_status], None
+    if run.hparams_status == "STATUS_RUNNING":
+        builder.unmapped("tensorboard: HParams status RUNNING, imported as KILLED")
+        return Status.KILLED, None
+    return Status.FINISHED, None  # a plain logdir records no status: its writer simply stopped
+
+
+# --------------------------------------------------------------------------- markdown tables
+
+
+def parse_table(text: str) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of a table the backend rendered (``_session.markdown_table``)."""
+    lines = text.split("\n")
+    if len(lines) < 2 or not lines[0].startswith("|"):
+        return [], []
+    header = _cells(lines[0])
+    return header, [_cells(line) for line in lines[2:] if line.startswith("|")]
+
+
+def _cells(line: str) -> list[str]:
+    """Split a row on unescaped ``|`` and undo the cell escapes: ``<br>``, backslashes, HTML."""
+    cells: list[str] = []
+    current: list[str] = []
+    index = 1  # after the leading "|"
+    while index < len(line):
+        char = line[index]
+        if char == "\\" and index + 1 < len(line):
+            current.append(line[index + 1])
+            index += 2
+            continue
+        if char == "|":
+            cells.append("".join(current)[1:-1])  # the space on each side
+            current = []
+        else:
+            current.append(char)
+        index += 1
+    return [html.unescape(cell.replace("<br>", "\n")) for cell in cells]
