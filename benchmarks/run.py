@@ -134,19 +134,24 @@ def throughput(workdir: Path, uri: str, scale: int) -> str:
 
 
 def outage(workdir: Path, scale: int) -> str:
-    result = run_case("outage", 1_200_000 // scale, workdir)
+    result = run_case("outage", 600_000 // scale, workdir)
     if "error" in result:
-        return f"\n## Memory through an outage\n\nerror: {result['error']}\n"
+        return f"\n## Memory through a tracker outage\n\nerror: {result['error']}\n"
     trainer, delivery = result["trainer_rss_mb"], result["delivery_rss_mb"]
     return "\n".join([
         "\n## Memory through a tracker outage\n",
-        f"MLflow unreachable (connection refused) for the whole run while the loop logs "
-        f"{result['scalars']:,} scalars, what 10 minutes of training at 2,000 scalars/s log, as fast "
-        f"as it can ({result['seconds']:.1f} s). The backlog is the journal on disk "
-        f"({result['journal_mb']:.0f} MB); {result['undelivered']:,} records wait for `loggerhub sync`.\n",
-        "| process | RSS at start (MB) | peak (MB) | at end (MB) |", "|---|---:|---:|---:|",
-        f"| trainer | {trainer[0]:.0f} | {trainer[1]:.0f} | {trainer[2]:.0f} |",
-        f"| MLflow delivery process | {delivery[0]:.0f} | {delivery[1]:.0f} | {delivery[2]:.0f} |",
+        f"The MLflow server is down (connection refused) while the loop logs {result['scalars']:,} "
+        f"scalars, what 10 minutes of training at 1,000 scalars/s log, compressed into "
+        f"{result['seconds']:.1f} s. The backlog is the journal on disk ({result['journal_mb']:.0f} MB), "
+        f"not memory. Then the server starts and the same delivery process catches up from its offset "
+        f"in {result['catch_up_seconds']:.0f} s ({result['undelivered']} records left undelivered). "
+        "RSS is sampled every 250 ms, from the moment the delivery process has imported MLflow and met "
+        "the outage.\n",
+        "| process | RSS at outage start (MB) | peak in outage (MB) | at outage end (MB) | peak in catch-up (MB) |",
+        "|---|---:|---:|---:|---:|",
+        f"| trainer | {trainer[0]:.0f} | {trainer[1]:.0f} | {trainer[2]:.0f} | {trainer[3]:.0f} |",
+        f"| MLflow delivery process | {delivery[0]:.0f} | {delivery[1]:.0f} | {delivery[2]:.0f} | "
+        f"{delivery[3]:.0f} |",
     ]) + "\n"
 
 
@@ -167,22 +172,26 @@ def ultralytics(workdir: Path, uri: str) -> str:
     for case, label in (("yolo_none", "no logging"),
                         ("yolo_builtin", "Ultralytics' own Comet, MLflow and TensorBoard callbacks"),
                         ("yolo_loggerhub", "loggerhub: local + Neptune, Comet, TensorBoard, MLflow")):
-        rows.append((label, run_case(case, 3, workdir, tracking_uri=uri)))
-    base = rows[0][1].get("seconds")
+        rows.append((label, run_case(case, 4, workdir, tracking_uri=uri)))
+    base = rows[0][1]
     lines = [
         "\n## Ultralytics training overhead\n",
         "YOLO11n from `yolo11n.yaml`, a synthetic dataset of 16 training and 8 validation images, "
-        "3 epochs at imgsz 64 on the CPU, median of 3 trainings each, wall time of `model.train()` "
-        "(for loggerhub, `attach` and the final drain are outside it). Target: loggerhub ≤ 1 % over "
-        "no logging.\n",
-        "| configuration | seconds | overhead |", "|---|---:|---:|",
+        "6 epochs at imgsz 64 on the CPU; median of 4 trainings each after one warm-up. *Whole training* "
+        "is the wall time of `model.train()` (for loggerhub, `attach` and the final drain are outside "
+        "it); *steady epoch* is the median time of epochs 2-6, after the trackers' clients have started. "
+        "The MLflow server runs on the same 2 cores. Target: loggerhub ≤ 1 % over no logging.\n",
+        "| configuration | whole training (s) | overhead | steady epoch (s) | overhead |",
+        "|---|---:|---:|---:|---:|",
     ]
     for label, result in rows:
-        if "error" in result:
-            lines.append(f"| {label} | error: {result['error'][:80]} | |")
+        if "error" in result or "error" in base:
+            lines.append(f"| {label} | error: {result.get('error', base.get('error', ''))[:80]} | | | |")
             continue
-        overhead = "" if base is None else f"{(result['seconds'] / base - 1) * 100:+.1f} %"
-        lines.append(f"| {label} | {result['seconds']:.2f} | {overhead} |")
+        whole = (result["seconds"] / base["seconds"] - 1) * 100
+        epoch = (result["epoch_seconds"] / base["epoch_seconds"] - 1) * 100
+        lines.append(f"| {label} | {result['seconds']:.2f} | {whole:+.1f} % | "
+                     f"{result['epoch_seconds']:.3f} | {epoch:+.1f} % |")
     return "\n".join(lines) + "\n"
 
 

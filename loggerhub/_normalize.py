@@ -8,11 +8,13 @@ by the journal writer.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import posixpath
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from loggerhub_hookspecs import Box
@@ -169,7 +171,6 @@ def image_array(image: Any) -> Any:
 
     Always returns a copy, so the caller may reuse its buffer at once.
     """
-    import numpy as np
 
     module = type(image).__module__
     if module.startswith("PIL."):
@@ -178,6 +179,20 @@ def image_array(image: Any) -> Any:
         image = image.detach().cpu().numpy()
     if isinstance(image, (str, os.PathLike)):
         return _file_array(os.fspath(image))
+    return _checked_array(image)
+
+
+def image_source(image: Any) -> ImageFile:
+    """What ``log_image`` journals: a file's checked bytes, or a normalised array copy."""
+    if isinstance(image, (str, os.PathLike)):
+        return image_file(image)
+    array = image_array(image)
+    return ImageFile(array.shape[1], array.shape[0], array=array)
+
+
+def _checked_array(image: Any) -> Any:
+    import numpy as np
+
     if not isinstance(image, np.ndarray):
         raise InvalidInput(f"cannot log {type(image).__name__} as an image; accepted: {ACCEPTED_IMAGES}")
     array = image
@@ -220,21 +235,66 @@ def _pil_array(image: Any) -> Any:
 
 
 def _file_array(path: str) -> Any:
-    from PIL import Image, UnidentifiedImageError
+    image = image_file(path)
+    return image.array if image.array is not None else decode(image.png or image.encoded or b"")
 
+
+@dataclass(frozen=True, slots=True)
+class ImageFile:
+    """An image file's bytes, checked but not decoded: ``png`` to store as it is, or ``encoded``
+    (another format, or a PNG mode the journal does not keep) for the writer to convert."""
+
+    width: int
+    height: int
+    png: bytes | None = None
+    encoded: bytes | None = None
+    array: Any = None
+
+
+_STORED_MODES = ("L", "RGB", "RGBA")
+
+
+def image_file(path: str | os.PathLike[str]) -> ImageFile:
+    """Read an image file and check its header (and a PNG's checksums) without decoding it:
+    decoding and re-encoding belong to the journal writer, not to the training loop."""
+    path = os.fspath(path)
     if not os.path.isfile(path):
         raise InvalidInput(f"image file not found: {path}")
     try:
-        with Image.open(path) as opened:
-            if opened.width > MAX_IMAGE_SIDE or opened.height > MAX_IMAGE_SIDE:
-                raise InvalidInput(f"image sides must be at most {MAX_IMAGE_SIDE} pixels: {path}")
-            return _pil_array(opened)
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise InvalidInput(f"cannot read image {path}: {error}") from None
+    return image_bytes(data, path)
+
+
+def image_bytes(data: bytes, path: str = "<bytes>") -> ImageFile:
+    """Encoded image bytes (any format Pillow reads), checked as :func:`image_file` checks them."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            width, height, image_format, mode = opened.width, opened.height, opened.format, opened.mode
+            if not (0 < width <= MAX_IMAGE_SIDE and 0 < height <= MAX_IMAGE_SIDE):
+                raise InvalidInput(f"image sides must be 1 to {MAX_IMAGE_SIDE} pixels: {path}")
+            opened.verify()  # a PNG's chunks and CRCs: a truncated file fails here, not later
     except InvalidInput:
         raise
     except UnidentifiedImageError:
         raise InvalidInput(f"not an image file: {path}") from None
     except Exception as error:  # noqa: BLE001 - truncated, corrupt or unreadable: the caller goes on
         raise InvalidInput(f"cannot read image {path}: {type(error).__name__}: {error}") from None
+    if image_format == "PNG" and mode in _STORED_MODES:
+        return ImageFile(width, height, png=data)
+    return ImageFile(width, height, encoded=data)
+
+
+def decode(data: bytes) -> Any:
+    """Encoded image bytes as the uint8 array ``image_array`` would give."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as opened:
+        return _pil_array(opened)
 
 
 def boxes(raw: Iterable[Any] | None, width: int, height: int) -> tuple[Box, ...]:

@@ -14,6 +14,7 @@ at once. Records are delivered in journal order; a restarted consumer goes on fr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import functools
 import os
@@ -415,16 +416,27 @@ def wait(workers: list[Worker], timeout: float) -> list[Worker]:
     return late
 
 
+def _yield_to_the_trainer() -> None:
+    """Run delivery on CPU time the trainer leaves idle.
+
+    SCHED_IDLE (Linux) runs this process only when a core would otherwise idle, so a trainer that
+    keeps every core busy is not slowed at all; delivery catches up in its pauses and at the end.
+    Elsewhere, the lowest nice level.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        with contextlib.suppress(OSError):
+            os.nice(19)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loggerhub.delivery")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--backend", required=True)
     parser.add_argument("--follow", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        os.nice(10)  # the trainer comes first
-    except OSError:
-        pass
+    _yield_to_the_trainer()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -87,31 +87,17 @@ class RunBuilder:
     def image(self, key: str, image: bytes | Any, step: int, ts: float,
               boxes: Iterable[Box] = (), caption: str | None = None, epoch: int | None = None) -> None:
         """An image as encoded bytes (any format Pillow reads) or anything ``log_image`` takes."""
-        if isinstance(image, (bytes, bytearray)):
-            import io
-
-            from PIL import Image
-
-            with Image.open(io.BytesIO(image)) as opened:
-                array = norm.image_array(opened)
-        else:
-            array = norm.image_array(image)
-        height, width = array.shape[:2]
+        source = norm.image_bytes(bytes(image)) if isinstance(image, (bytes, bytearray)) else norm.image_source(image)
         self._put(j.IMAGE, ts, {
             "key": norm.check_key(key), "step": norm.check_step(step), "epoch": norm.check_epoch(epoch),
-            "width": width,
-            "height": height, "caption": caption, "array": array,
+            "width": source.width, "height": source.height, "caption": caption, "image": source,
             "boxes": [[b.x0, b.y0, b.x1, b.y1, b.label, b.score, b.class_id] for b in boxes]})
 
     def figure(self, key: str, png: bytes, step: int, ts: float, epoch: int | None = None) -> None:
-        import io
-
-        from PIL import Image
-
-        with Image.open(io.BytesIO(png)) as opened:
-            width, height = opened.size
+        source = norm.image_bytes(png)
         self._put(j.FIGURE, ts, {"key": norm.check_key(key), "step": norm.check_step(step),
-                                 "epoch": norm.check_epoch(epoch), "png": png, "width": width, "height": height})
+                                 "epoch": norm.check_epoch(epoch), "image": source,
+                                 "width": source.width, "height": source.height})
 
     def artifact(self, path: Path, name: str, ts: float, kind: ArtifactKind = ArtifactKind.FILE,
                  step: int = 0, checkpoint: bool = False) -> None:

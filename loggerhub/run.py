@@ -306,12 +306,11 @@ class Run:
         try:
             key = norm.check_key(key)
             step = self._media_step(step)
-            array = norm.image_array(image)
-            height, width = array.shape[:2]
+            source = norm.image_source(image)
             fields = {
-                "key": key, "step": step, "epoch": norm.check_epoch(epoch), "width": width,
-                "height": height, "caption": caption, "array": array,
-                "boxes": [list(_box_fields(b)) for b in norm.boxes(boxes, width, height)],
+                "key": key, "step": step, "epoch": norm.check_epoch(epoch), "width": source.width,
+                "height": source.height, "caption": caption, "image": source,
+                "boxes": [list(_box_fields(b)) for b in norm.boxes(boxes, source.width, source.height)],
             }
             self._put((j.IMAGE, _now(), fields))
         except InvalidInput as error:
@@ -324,28 +323,22 @@ class Run:
             step = self._media_step(step)
             fields: dict[str, Any] = {"key": key, "step": step, "epoch": norm.check_epoch(epoch)}
             if isinstance(figure, (str, os.PathLike)):
-                array = norm.image_array(figure)
-                fields["array"] = array
+                source = norm.image_file(figure)
             elif hasattr(figure, "savefig"):
                 import pickle
 
                 with io.BytesIO() as buffer:
                     figure.savefig(buffer, format="png")
-                    fields["png"] = buffer.getvalue()
+                    png = buffer.getvalue()
                 # The PNG is what matters; the figure object is a bonus for trackers that use it.
                 with contextlib.suppress(Exception):
                     fields["pickled"] = pickle.dumps(figure)
-                from PIL import Image
-
-                with Image.open(io.BytesIO(fields["png"])) as rendered:
-                    array_shape = (rendered.height, rendered.width)
+                source = norm.image_bytes(png)
             else:
                 raise InvalidInput(
                     f"log_figure takes a matplotlib figure or a PNG path, got {type(figure).__name__}"
                 )
-            if "array" in fields:
-                array_shape = fields["array"].shape[:2]
-            fields["height"], fields["width"] = array_shape
+            fields.update(image=source, width=source.width, height=source.height)
             self._put((j.FIGURE, _now(), fields))
         except InvalidInput as error:
             self._reject("log_figure", error, key)
