@@ -81,8 +81,8 @@ class RunBuilder:
         self._put(j.PARAMS, ts, {"params": self._redactor.params(norm.flatten_params(params))})
 
     def metrics(self, values: Mapping[str, float], step: int, ts: float, epoch: int | None = None) -> None:
-        self._put(j.METRICS, ts, {"step": norm.check_step(step), "epoch": epoch,
-                                  "values": {norm.check_key(k): float(v) for k, v in values.items()}})
+        self._put(j.METRICS, ts, (norm.check_step(step), norm.check_epoch(epoch),
+                                  {norm.check_key(k): float(v) for k, v in values.items()}))
 
     def image(self, key: str, image: bytes | Any, step: int, ts: float,
               boxes: Iterable[Box] = (), caption: str | None = None, epoch: int | None = None) -> None:
@@ -131,7 +131,7 @@ class RunBuilder:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _put(self, kind: str, ts: float, fields: dict[str, Any]) -> None:
+    def _put(self, kind: str, ts: float, fields: Any) -> None:
         self._writer.put((kind, float(ts), fields))
         self._report.counts[kind] += 1
         if self._report.progress is not None:

@@ -281,13 +281,22 @@ class JournalWriter:
         self._on_error = on_error
         self._handle: io.BufferedWriter | None = None
         self._segment_size = 0
-        self.counts: dict[str, int] = {}
+        self._counts: dict[str, int] = {}
+        self._metric_records = 0
         self._thread = threading.Thread(target=self._loop, name="loggerhub-journal", daemon=True)
         self._thread.start()
 
     @property
     def next_seq(self) -> int:
         return self._seq
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Records written, by type."""
+        counts = dict(self._counts)
+        if self._metric_records:
+            counts[METRICS] = self._metric_records
+        return counts
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until everything put before this call is written and fsynced."""
@@ -339,6 +348,15 @@ class JournalWriter:
                     os.fsync(self._handle.fileno())
                 fields.set()
                 continue
+            if kind is METRICS:
+                # Most of the journal, and in the trainer's process: formatted directly, the same
+                # JSON as the general path below at about half the cost.
+                step, epoch, values = fields
+                lines.append((_METRIC_LINE % (step, "null" if epoch is None else epoch, _encode(values),
+                                              self._seq, ts)).encode())
+                self._seq += 1
+                self._metric_records += 1
+                continue
             try:
                 record = self._materialise(kind, fields)
             except Exception as error:  # noqa: BLE001 - a bad item must not stop the journal
@@ -349,8 +367,8 @@ class JournalWriter:
             record["type"] = kind
             record["ts"] = ts
             self._seq += 1
-            self.counts[kind] = self.counts.get(kind, 0) + 1
-            lines.append(json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode())
+            self._counts[kind] = self._counts.get(kind, 0) + 1
+            lines.append(_encode(record).encode())
         self._write(lines)
 
     def _write(self, lines: list[bytes]) -> None:
@@ -443,6 +461,8 @@ def _copy_tree(source: Path, target: Path) -> list[str]:
 
 
 _FLUSH = "__flush__"
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_METRIC_LINE = '{"step":%d,"epoch":%s,"values":%s,"seq":%d,"type":"metrics","ts":%r}'
 
 
 def _drop(_item: Any) -> None:

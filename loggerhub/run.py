@@ -38,6 +38,8 @@ class Terminated(SystemExit):
 
 
 _now = time.time
+_MAX_STEP = norm.MAX_STEP
+_METRICS = j.METRICS
 _live_runs: weakref.WeakSet[Run] = weakref.WeakSet()
 _process_hooks_installed = False
 _uncaught: list[type[BaseException]] = []
@@ -264,7 +266,7 @@ class Run:
                 with self._step_lock:
                     self._step = step = self._step + 1
             else:
-                if type(step) is not int or not 0 <= step <= norm.MAX_STEP:
+                if type(step) is not int or not 0 <= step <= _MAX_STEP:
                     step = norm.check_step(step)
                 if step > self._step:
                     self._step = step
@@ -276,7 +278,8 @@ class Run:
                 values[key] = value if type(value) is float else norm.metric_value(value)
             if epoch is not None:
                 epoch = norm.check_step(epoch)
-            self._put((j.METRICS, _now(), {"step": step, "epoch": epoch, "values": values}))
+            # A tuple, not a dict: the writer formats metric lines itself (see JournalWriter).
+            self._put((_METRICS, _now(), (step, epoch, values)))
         except InvalidInput as error:
             self._reject("log_metrics", error, metrics)
 
