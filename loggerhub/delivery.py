@@ -246,7 +246,7 @@ class Consumer:
                 if entry.type == j.RUN_RESUME:
                     options.update(entry.data.get("options", {}).get(self.backend, {}))
             options.update(self._options or {})
-            self._info = j.run_info(first.data, self.paths.root, self.backend, options)
+            self._info = j.run_info(first.data, self.paths.root, options)
         return self._info
 
     # -- acknowledgement and retries ----------------------------------------------------------

@@ -196,12 +196,8 @@ class JournalReader:
 # --------------------------------------------------------------------------- decoding
 
 
-def run_info(
-    start: dict[str, Any], run_dir: Path, backend: str | None = None, options: dict[str, Any] | None = None
-) -> RunInfo:
-    """The RunInfo a backend sees: ``options`` given now override those recorded at start."""
-    recorded = start.get("options", {}).get(backend, {}) if backend else {}
-    options = {**recorded, **(options or {})}
+def run_info(start: dict[str, Any], run_dir: Path, options: dict[str, Any]) -> RunInfo:
+    """The RunInfo a backend sees, from the run_start record and that backend's options."""
     return RunInfo(
         run_id=start["run_id"],
         project=start["project"],
