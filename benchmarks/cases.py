@@ -161,18 +161,19 @@ def case_deliver(args: argparse.Namespace) -> dict[str, Any]:
     """Deliver the whole journal to one tracker, from offset -1, with the real consumer."""
     import shutil
 
+    from loggerhub import codec
     from loggerhub import journal as j
     from loggerhub.delivery import Consumer
-    from loggerhub.plugins import BackendHooks, get_plugin_manager, resolve
+    from loggerhub.plugins import get_plugin_manager, resolve
 
     source = Path(args.run_dir)
     copy = args.workdir / f"deliver-{args.tracker}" / "bench" / source.name
     shutil.copytree(source, copy)
-    points = sum(len(e.data["values"]) for e in j.JournalReader(copy).entries() if e.type == j.METRICS)
+    points = sum(len(e.data["values"]) for e in j.JournalReader(copy).entries() if e.type == codec.METRICS)
     options = tracker_options(args.workdir, args.tracking_uri)[args.tracker]
     plugin = resolve([args.tracker])[0].load()
     # Import the SDK before the clock starts, as the native case does: this measures delivery.
-    BackendHooks(get_plugin_manager({args.tracker: plugin}), args.tracker).client_version()
+    get_plugin_manager({args.tracker: plugin}).hook.loggerhub_client_version()
     consumer = Consumer(copy, args.tracker, options=options, plugin=plugin)
     started = time.perf_counter()
     status = consumer.run()
@@ -297,6 +298,90 @@ def case_outage(args: argparse.Namespace) -> dict[str, Any]:
             "trainer_rss_mb": mb(1, "outage") + mb(1, "catch-up")[1:2],
             "delivery_rss_mb": mb(2, "outage") + mb(2, "catch-up")[1:2],
             "undelivered": run.summary["trackers"]["mlflow"]["undelivered"]}
+
+
+class _RssSampler:
+    """Samples this process's RSS every 20 ms, labelled with the phase the case is in."""
+
+    def __init__(self) -> None:
+        self.phase = "start"
+        self.samples: list[tuple[str, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((self.phase, _rss_kb(os.getpid())))
+            self._stop.wait(0.02)
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append((self.phase, _rss_kb(os.getpid())))
+
+        def peak(phase: str) -> float:
+            return max((kb for p, kb in self.samples if p == phase), default=0) / 1024
+
+        base = next(kb for p, kb in self.samples) / 1024
+        return {"rss_start_mb": base, "rss_loop_peak_mb": peak("loop"),
+                "rss_loop_end_mb": next((kb for p, kb in reversed(self.samples) if p == "loop"), 0) / 1024,
+                "rss_finish_peak_mb": peak("finish")}
+
+
+def case_queue_memory(args: argparse.Namespace) -> dict[str, Any]:
+    """n one-scalar log_metrics calls as fast as the loop goes, local only, then finish():
+    the trainer's RSS during the loop and during finish (the writer's queue and its drain)."""
+    import loggerhub
+
+    run = loggerhub.init(project="bench", name="queue", dir=args.workdir / "queue-runs")
+    log = run.log_metrics
+    metrics = {"loss": 0.5}
+    sampler = _RssSampler()
+    time.sleep(0.1)
+    sampler.phase = "loop"
+    seconds = timed_loop(args.n, lambda i: log(metrics, step=i))
+    sampler.phase = "finish"
+    started = time.perf_counter()
+    run.finish()
+    finish_seconds = time.perf_counter() - started
+    return {"seconds": seconds, "finish_seconds": finish_seconds, **sampler.stop()}
+
+
+def case_queue_memory_anchor(args: argparse.Namespace) -> dict[str, Any]:
+    """The anchor: the same n records, as the writer's queue holds them, appended to a deque
+    that nothing drains: what an unbounded queue costs when the writer falls behind."""
+    queue: collections.deque[Any] = collections.deque()
+    append = queue.append
+    sampler = _RssSampler()
+    time.sleep(0.1)
+    sampler.phase = "loop"
+    seconds = timed_loop(args.n, lambda i: append(("metrics", time.time(), (i, None, {"loss": 0.5}))))
+    sampler.phase = "finish"
+    queue.clear()
+    return {"seconds": seconds, "finish_seconds": 0.0, **sampler.stop()}
+
+
+def case_finish_hung(args: argparse.Namespace) -> dict[str, Any]:
+    """finish() with drain_timeout=n seconds while the tracker hangs: MLflow's tracking URI is a
+    socket that accepts connections and never answers, so the client blocks inside a call."""
+    import socket
+
+    import loggerhub
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    uri = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    run = loggerhub.init(project="bench", name="hung", dir=args.workdir / "hung-runs", backends=["mlflow"],
+                         options={"mlflow": {"tracking_uri": uri}}, drain_timeout=args.n)
+    for i in range(10):
+        run.log_metrics({"loss": 0.5}, step=i)
+    started = time.perf_counter()
+    run.finish()
+    seconds = time.perf_counter() - started
+    listener.close()
+    return {"seconds": seconds, "drain_timeout": args.n}
 
 
 def _rss_kb(pid: int) -> int:

@@ -11,20 +11,22 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from loggerhub.run import LoggerhubWarning, Run, init
+    from loggerhub.run import LoggerhubWarning, Run, RunFinishedError, init
     from loggerhub_hookspecs import ArtifactKind, Box, Phase, Status
 
 _LAZY = {
     "init": "loggerhub.run",
     "Run": "loggerhub.run",
     "LoggerhubWarning": "loggerhub.run",
+    "RunFinishedError": "loggerhub.run",
     "Box": "loggerhub_hookspecs",
     "Status": "loggerhub_hookspecs",
     "ArtifactKind": "loggerhub_hookspecs",
     "Phase": "loggerhub_hookspecs",
 }
 
-__all__ = ["ArtifactKind", "Box", "LoggerhubWarning", "Phase", "Run", "Status", "__version__", "init"]
+__all__ = ["ArtifactKind", "Box", "LoggerhubWarning", "Phase", "Run", "RunFinishedError", "Status", "__version__",
+           "init"]
 
 
 def __getattr__(name: str) -> Any:

@@ -24,6 +24,8 @@ MAX_KEY_LENGTH = 4096
 MAX_IMAGE_SIDE = 16384
 REDACTED = "***REDACTED***"
 
+# The userinfo of a URL (``scheme://user:password@host``): a password, or a token as the user name.
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*)(?P<password>:[^/\s@]*)?@")
 _SECRET_KEY = re.compile(
     r"(token|secret|passw(or)?d|api[_-]?key|apikey|credential|private[_-]?key|auth)", re.IGNORECASE
 )
@@ -79,7 +81,9 @@ def metric_value(value: object) -> float:
         raise InvalidInput(f"metric values must be numbers, got {type(value).__name__}")
     try:
         return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except OverflowError:
+        raise InvalidInput(f"metric value too large for a float: {_short(value)}") from None
+    except Exception:  # noqa: BLE001 - any failing __float__ is the caller's input, not our error
         raise InvalidInput(
             f"metric values must be numbers or 0-d arrays, got {type(value).__name__}: {_short(value)}"
         ) from None
@@ -100,7 +104,8 @@ def flatten_params(params: Mapping[Any, Any], prefix: str = "") -> dict[str, Any
             if value:
                 flat.update(flatten_params(value, key))
             else:
-                flat[check_key(key)] = {}
+                # An empty group keeps its key; ParamValue has no mappings, so it is written "{}".
+                flat[check_key(key)] = "{}"
         else:
             flat[check_key(key)] = param_value(value)
     return flat
@@ -149,13 +154,25 @@ class Redactor:
             return self.text(value)
         if isinstance(value, list):
             return [self._value("", item) for item in value]
+        if isinstance(value, Mapping):  # nested options, e.g. {"mlflow": {"auth": {...}}}
+            return {str(k): self._value(f"{key}/{k}", v) for k, v in value.items()}
         return value
 
     def text(self, text: str) -> str:
+        """``text`` with every known secret replaced, and any URL's userinfo redacted: the password
+        when there is one (``user:***REDACTED***@``), otherwise the user name, often a token."""
         for secret in self._env_secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
+        if "@" in text:
+            text = _URL_USERINFO.sub(_redact_userinfo, text)
         return text
+
+
+def _redact_userinfo(match: re.Match[str]) -> str:
+    if match["password"] is not None:
+        return f"{match['scheme']}{match['user']}:{REDACTED}@"
+    return f"{match['scheme']}{REDACTED}@"
 
 
 # --------------------------------------------------------------------------- images
@@ -302,36 +319,48 @@ def boxes(raw: Iterable[Any] | None, width: int, height: int) -> tuple[Box, ...]
     optional ``label``, ``score`` and ``class_id``. Corners are ordered and must be finite."""
     if raw is None:
         return ()
-    result = []
-    for item in raw:
-        if isinstance(item, Box):
-            box = item
-        elif isinstance(item, Mapping):
-            try:
-                x0, y0, x1, y1 = (float(v) for v in item["box"])
-            except (KeyError, TypeError, ValueError):
-                raise InvalidInput(
-                    "each box needs 'box': [x0, y0, x1, y1] in pixels; "
-                    f"got {_short(item)}"
-                ) from None
-            score = item.get("score")
-            class_id = item.get("class_id")
-            label = item.get("label")
-            box = Box(
-                x0, y0, x1, y1,
-                label=None if label is None else str(label),
-                score=None if score is None else float(score),
-                class_id=None if class_id is None else int(class_id),
-            )
-        else:
-            raise InvalidInput(f"a box must be a loggerhub.Box or a mapping, got {type(item).__name__}")
-        coords = (box.x0, box.y0, box.x1, box.y1)
-        if not all(math.isfinite(c) for c in coords):
-            raise InvalidInput(f"box corners must be finite: {coords}")
-        x0, x1 = sorted((box.x0, box.x1))
-        y0, y1 = sorted((box.y0, box.y1))
-        result.append(Box(x0, y0, x1, y1, box.label, box.score, box.class_id))
-    return tuple(result)
+    if isinstance(raw, (str, bytes, Mapping, Box)) or not isinstance(raw, Iterable):
+        raise InvalidInput(f"boxes must be a list of boxes, got {type(raw).__name__}")
+    return tuple(_box(item) for item in raw)
+
+
+def _box(item: Any) -> Box:
+    if isinstance(item, Box):
+        corners: Any = (item.x0, item.y0, item.x1, item.y1)
+        label, score, class_id = item.label, item.score, item.class_id
+    elif isinstance(item, Mapping):
+        corners = item.get("box")
+        label, score, class_id = item.get("label"), item.get("score"), item.get("class_id")
+    else:
+        raise InvalidInput(f"a box must be a loggerhub.Box or a mapping, got {type(item).__name__}")
+    try:
+        x0, y0, x1, y1 = (float(v) for v in corners)
+    except Exception:  # noqa: BLE001 - wrong count, non-numbers, None: all the caller's input
+        raise InvalidInput(f"each box needs corners [x0, y0, x1, y1] in pixels; got {_short(item)}") from None
+    if not all(math.isfinite(c) for c in (x0, y0, x1, y1)):
+        raise InvalidInput(f"box corners must be finite: {(x0, y0, x1, y1)}")
+    if score is not None:
+        try:
+            score = float(score)
+        except Exception:  # noqa: BLE001
+            raise InvalidInput(f"a box score must be a number, got {_short(score)}") from None
+    if class_id is not None:
+        if isinstance(class_id, bool) or not _is_integral(class_id):
+            raise InvalidInput(f"a box class_id must be an integer, got {_short(class_id)}")
+        class_id = int(class_id)
+    if label is not None:
+        label = str(label)
+    x0, x1 = sorted((x0, x1))
+    y0, y1 = sorted((y0, y1))
+    return Box(x0, y0, x1, y1, label, score, class_id)
+
+
+def _is_integral(value: Any) -> bool:
+    try:
+        as_float = float(value)
+    except Exception:  # noqa: BLE001
+        return False
+    return math.isfinite(as_float) and as_float.is_integer()
 
 
 # --------------------------------------------------------------------------- artifacts

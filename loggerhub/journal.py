@@ -12,59 +12,56 @@ Layout (documented in docs/journal.md)::
 
 The writer is one daemon thread per run. The training loop only appends tuples to a deque; the
 thread encodes them, writes media, copies artifacts and appends lines, at least every
-``flush_interval`` seconds. A line is only ever appended whole, so a reader skips a torn last line
-left by a killed process.
+``flush_interval`` seconds. A line is only ever appended whole; a torn last line left by a killed
+process is skipped by readers and cut off by the next appender before it writes.
+
+The writer never dies of one record: a record that cannot be encoded becomes a ``rejected``
+record, and a write the disk refuses is kept in memory (up to ``PENDING_BYTES``) and retried, so
+a disk that fills and frees again loses nothing. Past that bound records are counted as lost and
+the run is marked degraded; nothing is dropped without being counted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import json
 import os
 import shutil
+import stat
+import sys
 import threading
+import time
 import warnings
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loggerhub_hookspecs import (
-    ArtifactKind,
-    ArtifactRecord,
-    Box,
-    FigureRecord,
-    ImageRecord,
-    LifecycleEvent,
-    MetricPoint,
-    Phase,
-    RunInfo,
-    Status,
-    TableRecord,
-    TableRole,
-    TextRecord,
-)
+from loggerhub import codec
+from loggerhub.codec import ARTIFACT, CHECKPOINT, FIGURE, IMAGE, METRICS, REJECTED
 
 SEGMENT_BYTES = 64 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
-JOURNAL_VERSION = 1
+#: Records waiting in memory for the writer before ``log_*`` calls wait for it (back-pressure).
+#: The writer looks at the queue every ``QUEUE_POLL_SECONDS``, so the queue can overshoot by what
+#: the loop logs in that time; the bound is what a slow disk costs in memory, whatever the rate.
+QUEUE_LIMIT = 100_000
+QUEUE_POLL_SECONDS = 0.05
+#: Records encoded and written per write call: the writer's memory is bounded by this, not by
+#: the backlog.
+WRITE_CHUNK = 10_000
+#: Encoded records kept in memory while the disk refuses writes (full, over quota, EIO), retried
+#: until it takes them; beyond this, new records are counted as lost.
+PENDING_BYTES = 64 * 1024 * 1024
+#: How long closing a run keeps retrying a write the disk refuses before counting it lost.
+CLOSE_RETRY_SECONDS = 2.0
 
-# Record types as written in the journal's "type" field.
-RUN_START = "run_start"
-RUN_RESUME = "run_resume"
-RUN_END = "run_end"
-PARAMS = "params"
-METRICS = "metrics"
-IMAGE = "image"
-FIGURE = "figure"
-ARTIFACT = "artifact"
-CHECKPOINT = "checkpoint"
-TEXT = "text"
-TABLE = "table"
-EVENT = "event"
-REJECTED = "rejected"
+
+class JournalCorruption(UserWarning):
+    """A journal line that is not a record (corrupted on disk) was skipped while reading."""
 
 
 class RunPaths:
@@ -149,13 +146,21 @@ class Entry:
 
 
 class JournalReader:
-    """Reads records in seq order, from any position, and can follow a live journal."""
+    """Reads records in seq order, from any position, and can follow a live journal.
+
+    A line that is not a record (a segment corrupted on disk, or a torn line that an old writer
+    glued to the next record) is skipped, counted in :attr:`corrupt`, and reported once per reader
+    with a :class:`JournalCorruption` warning: one bad line must not make the run unreadable.
+    """
 
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.paths = RunPaths(run_dir)
         self._segment: Path | None = None
         self._position = 0
         self._pending = b""
+        #: Lines skipped because they are not records, and where the first one was.
+        self.corrupt = 0
+        self.first_corrupt: str | None = None
 
     def entries(self, after: int = -1) -> Iterator[Entry]:
         """Every complete record with ``seq > after`` written so far. Call again to continue."""
@@ -170,21 +175,40 @@ class JournalReader:
             segments = [s for s in segments if s >= self._segment]
         for segment in segments:
             if segment != self._segment:
+                if self._pending:
+                    # A later segment exists, so this unterminated line will never be completed.
+                    self._skip(self._segment, self._position - len(self._pending))
                 self._segment, self._position, self._pending = segment, 0, b""
             with segment.open("rb") as handle:
                 handle.seek(self._position)
                 # Bounded reads: a backlog of any size costs READ_CHUNK of memory, not its size.
                 while chunk := handle.read(READ_CHUNK):
+                    offset = self._position - len(self._pending)
                     self._position += len(chunk)
                     lines = (self._pending + chunk).split(b"\n")
                     # The last piece is a line still being written (or torn by a kill): keep it.
                     self._pending = lines.pop()
                     for line in lines:
+                        line_offset, offset = offset, offset + len(line) + 1
                         if not line:
                             continue
-                        raw = json.loads(line)
-                        if raw["seq"] > after:
-                            yield Entry(raw["seq"], raw["type"], raw)
+                        try:
+                            raw = json.loads(line)
+                            seq, kind = raw["seq"], raw["type"]
+                            if type(seq) is not int or not isinstance(kind, str):
+                                raise TypeError("seq or type has the wrong type")
+                        except Exception:  # noqa: BLE001 - not a record: skipped and counted
+                            self._skip(segment, line_offset)
+                            continue
+                        if seq > after:
+                            yield Entry(seq, kind, raw)
+
+    def _skip(self, segment: Path | None, offset: int) -> None:
+        self.corrupt += 1
+        if self.first_corrupt is None:
+            self.first_corrupt = f"{segment}: byte {offset}"
+            warnings.warn(f"loggerhub: skipped a corrupt journal line in {self.first_corrupt}",
+                          JournalCorruption, stacklevel=3)
 
     def last_seq(self) -> int:
         last = -1
@@ -193,93 +217,93 @@ class JournalReader:
         return last
 
 
-# --------------------------------------------------------------------------- decoding
-
-
-def run_info(start: dict[str, Any], run_dir: Path, options: dict[str, Any]) -> RunInfo:
-    """The RunInfo a backend sees, from the run_start record and that backend's options."""
-    return RunInfo(
-        run_id=start["run_id"],
-        project=start["project"],
-        name=start["name"],
-        dir=run_dir,
-        config=start.get("config", {}),
-        started_at=start["ts"],
-        tags=start.get("tags", {}),
-        options=options,
-    )
-
-
-def metric_points(entry: Entry) -> list[MetricPoint]:
-    data = entry.data
-    step, ts, epoch = data["step"], data["ts"], data.get("epoch")
-    return [MetricPoint(key, float(value), step, ts, epoch) for key, value in data["values"].items()]
-
-
-def decode(entry: Entry, run_dir: Path) -> Any:
-    """The typed record for a data or lifecycle entry (see ``loggerhub_hookspecs.records``)."""
-    d = entry.data
-    kind = entry.type
-    if kind == METRICS:
-        return metric_points(entry)
-    if kind == PARAMS:
-        return d["params"]
-    if kind == IMAGE:
-        return ImageRecord(
-            key=d["key"], path=run_dir / d["file"], width=d["width"], height=d["height"],
-            step=d["step"], timestamp=d["ts"], epoch=d.get("epoch"), caption=d.get("caption"),
-            boxes=tuple(Box(*b) for b in d.get("boxes", ())),
-        )
-    if kind == FIGURE:
-        figure_file = d.get("figure_file")
-        return FigureRecord(
-            key=d["key"], path=run_dir / d["file"], width=d["width"], height=d["height"],
-            step=d["step"], timestamp=d["ts"], epoch=d.get("epoch"),
-            figure_path=run_dir / figure_file if figure_file else None,
-        )
-    if kind in (ARTIFACT, CHECKPOINT):
-        return ArtifactRecord(
-            name=d["name"], path=run_dir / d["file"], kind=ArtifactKind(d["kind"]),
-            is_dir=d["is_dir"], size=d["size"], step=d["step"], timestamp=d["ts"],
-        )
-    if kind == TEXT:
-        return TextRecord(key=d["key"], text=d["text"], step=d["step"], timestamp=d["ts"])
-    if kind == TABLE:
-        return TableRecord(
-            key=d["key"], columns=tuple(d["columns"]), rows=tuple(tuple(r) for r in d["rows"]),
-            step=d["step"], timestamp=d["ts"], role=TableRole(d.get("role", "table")),
-        )
-    if kind == EVENT:
-        return LifecycleEvent(Phase(d["phase"]), d["step"], d["ts"], d.get("epoch"))
-    if kind == RUN_END:
-        return Status(d["status"])
-    raise ValueError(f"not a data record: {kind}")
+def repair_tail(fd: int) -> int:
+    """Cut a torn last line (no newline: a write interrupted by a kill) off an open segment, so
+    that the next record is not glued to it. The torn record was never acknowledged to anyone:
+    ``flush()`` returns only after whole lines are on disk. Returns the segment's size."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return 0
+    end = size
+    while end > 0:
+        start = max(0, end - READ_CHUNK)
+        block = os.pread(fd, end - start, start)
+        newline = block.rfind(b"\n")
+        if newline >= 0:
+            good = start + newline + 1
+            break
+        end = start
+    else:
+        good = 0
+    if good != size:
+        os.ftruncate(fd, good)
+    return good
 
 
 # --------------------------------------------------------------------------- writing
+
+
+class _Flush:
+    """A flush request in the queue: set once everything before it is on disk (or cannot be)."""
+
+    __slots__ = ("done", "ok")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok = False
 
 
 class JournalWriter:
     """Appends records to a run's journal from a background thread.
 
     ``put`` is the only call on the training loop's path: a ``deque.append`` of a tuple
-    ``(type, timestamp, fields)``. Everything slow happens in the thread.
+    ``(type, timestamp, fields)``. Everything slow happens in the thread. When more than
+    ``queue_limit`` records wait, the writer swaps ``put`` for one that waits until the queue is
+    half empty (it tells its owner through ``on_put_changed``), so memory stays bounded whatever
+    the rate; it waits for the local disk only, and never while the disk refuses writes.
+
+    State the owner reads after :meth:`close`: ``degraded`` (the disk refused a write at some
+    point, or the thread died), ``lost`` (records that never reached the disk), ``failure`` (the
+    first error, for the report).
     """
 
-    def __init__(self, paths: RunPaths, next_seq: int, flush_interval: float, on_error: Any) -> None:
+    def __init__(
+        self,
+        paths: RunPaths,
+        next_seq: int,
+        flush_interval: float,
+        on_error: Callable[[str], Any],
+        *,
+        on_put_changed: Callable[[Callable[[Any], None]], None] | None = None,
+        on_degraded: Callable[[str], None] | None = None,
+        queue_limit: int = QUEUE_LIMIT,
+    ) -> None:
         self.paths = paths
         self._seq = next_seq
         self._flush_interval = flush_interval
         self._queue: deque[Any] = deque()
-        self.put = self._queue.append
+        self._append = self._queue.append
+        self.put: Callable[[Any], None] = self._append
+        self._queue_limit = queue_limit
+        self._room = threading.Event()
+        self._on_put_changed = on_put_changed
+        self._on_degraded = on_degraded
         self._wake = threading.Event()
         self._closing = False
         self._on_error = on_error
-        self._handle: io.BufferedWriter | None = None
-        self._segment_size = 0
         self._counts: dict[str, int] = {}
         self._metric_records = 0
-        self._thread = threading.Thread(target=self._loop, name="loggerhub-journal", daemon=True)
+        # Encoded lines not yet on disk (the disk refused them, or they are being written).
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._fd: int | None = None
+        self._segment_size = 0
+        self._written = next_seq  # seq of the first record not yet on disk
+        self._failing = False
+        self.degraded = False
+        self.lost = 0
+        self.failure: str | None = None
+        self._thread = threading.Thread(target=self._run, name="loggerhub-journal", daemon=True)
         self._thread.start()
 
     @property
@@ -287,30 +311,55 @@ class JournalWriter:
         return self._seq
 
     @property
+    def written(self) -> int:
+        """Records on disk in the whole journal: the seq the next record to reach it will have."""
+        return self._written
+
+    @property
     def counts(self) -> dict[str, int]:
-        """Records written, by type."""
+        """Records encoded, by type (see ``lost`` for those that did not reach the disk)."""
         counts = dict(self._counts)
         if self._metric_records:
             counts[METRICS] = self._metric_records
         return counts
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def flush(self, timeout: float | None = None) -> bool:
-        """Block until everything put before this call is written and fsynced."""
+        """Block until everything put before this call is written and fsynced. False when it is
+        not: the timeout passed, the disk refused the write, or the writer is dead (never waits
+        on a dead writer)."""
         if not self._thread.is_alive():
-            return not self._queue
-        done = threading.Event()
-        self._queue.append((_FLUSH, 0.0, done))
+            return False
+        marker = _Flush()
+        self._append((_FLUSH, 0.0, marker))
         self._wake.set()
-        return done.wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not marker.done.wait(0.1):
+            if not self._thread.is_alive():
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        return marker.ok
 
     def close(self) -> None:
-        self.flush()
+        """Write everything queued and stop the thread. Bounded: a disk that still refuses writes
+        after ``CLOSE_RETRY_SECONDS`` leaves those records counted in ``lost``."""
         self._closing = True
         self._wake.set()
+        self._room.set()
         self._thread.join()
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        # Whatever a dead thread left behind never reaches the disk.
+        left = sum(1 for kind, _, _ in self._queue if kind is not _FLUSH)
+        self._queue.clear()
+        self.lost += left + len(self._pending)
+        self._pending.clear()
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
     def abandon_after_fork(self) -> None:
         """In a forked child: the thread did not survive the fork; drop what the parent queued."""
@@ -318,69 +367,255 @@ class JournalWriter:
         self.put = _drop
         self._closing = True
 
+    # -- back-pressure (the put side) ----------------------------------------------------------
+
+    def _put_waiting(self, item: Any) -> None:
+        self._append(item)
+        queue, limit = self._queue, self._queue_limit
+        while len(queue) > limit and self._thread.is_alive() and not self._closing:
+            self._room.clear()
+            self._wake.set()
+            self._room.wait(0.1)  # the writer sets it when the queue is half empty
+
+    def _set_put(self, put: Callable[[Any], None]) -> None:
+        if self.put is put or self.put is _drop:
+            return
+        self.put = put
+        if self._on_put_changed is not None:
+            self._on_put_changed(put)
+
+    def _pressure(self) -> None:
+        """Called by the thread after each chunk: apply or release back-pressure."""
+        length = len(self._queue)
+        if length > self._queue_limit and not self._failing:
+            self._set_put(self._put_waiting)
+        elif length <= self._queue_limit // 2 or self._failing:
+            self._room.set()
+            self._set_put(self._append)
+
     # -- thread side ------------------------------------------------------------------------
 
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as error:  # noqa: BLE001 - a dying writer must say so and count
+            self._die(error)
+
     def _loop(self) -> None:
+        poll = min(self._flush_interval, QUEUE_POLL_SECONDS)
+        last_drain = time.monotonic()
         while True:
-            self._wake.wait(self._flush_interval)
+            woken = self._wake.wait(poll)
             self._wake.clear()
             closing = self._closing
-            self._drain()
+            if (woken or closing or self._pending or len(self._queue) > WRITE_CHUNK
+                    or time.monotonic() - last_drain >= self._flush_interval):
+                self._drain()
+                last_drain = time.monotonic()
+            else:
+                self._pressure()
             if closing:
+                deadline = time.monotonic() + CLOSE_RETRY_SECONDS
+                while self._pending and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    self._write_pending()
                 return
+
+    def _die(self, error: BaseException) -> None:
+        import traceback
+
+        self.degraded = True
+        self.failure = self.failure or f"{type(error).__name__}: {error}"
+        self.put = _Lost(self)
+        if self._on_put_changed is not None:
+            self._on_put_changed(self.put)
+        self._room.set()
+        print(f"loggerhub: the journal writer of {self.paths.root} stopped; records logged from now on "
+              "are counted as lost, not written:\n" + "".join(traceback.format_exception(error)),
+              file=sys.stderr, flush=True)
+        if self._on_degraded is not None:
+            with contextlib.suppress(Exception):
+                self._on_degraded(self.failure)
 
     def _drain(self) -> None:
         queue = self._queue
-        lines: list[bytes] = []
+        popleft = queue.popleft
+        encode, metric_line = _encode, _METRIC_LINE
         while True:
-            try:
-                kind, ts, fields = queue.popleft()
-            except IndexError:
-                break
-            if kind is _FLUSH:
-                self._write(lines)
-                lines = []
-                if self._handle is not None:
-                    os.fsync(self._handle.fileno())
-                fields.set()
+            lines: list[bytes] = []
+            append = lines.append
+            marker: _Flush | None = None
+            # The disk has refused writes for a while and 64 MiB wait: count, rather than hold,
+            # what comes next (checked per chunk: the bound may be passed by one chunk).
+            overflow = self._failing and self._pending_bytes >= PENDING_BYTES
+            for _ in range(WRITE_CHUNK):
+                try:
+                    kind, ts, fields = popleft()
+                except IndexError:
+                    break
+                if kind is _FLUSH:
+                    marker = fields
+                    break
+                if overflow:
+                    self.lost += 1
+                    continue
+                if kind is METRICS:
+                    # Most of the journal, and in the trainer's process: formatted inline, the
+                    # same JSON as the general path at about half the cost.
+                    step, epoch, values = fields
+                    try:
+                        line = (metric_line % (step, "null" if epoch is None else epoch, encode(values),
+                                               self._seq, ts)).encode()
+                    except Exception:  # noqa: BLE001 - e.g. a lone surrogate in a key: the slow path
+                        line = self._line(kind, ts, fields)
+                    else:
+                        self._seq += 1
+                        self._metric_records += 1
+                    append(line)
+                else:
+                    append(self._line(kind, ts, fields))
+            if lines:
+                self._pending.extend(lines)
+                self._pending_bytes += sum(map(len, lines))
+            ok = self._write_pending()
+            if marker is not None:
+                if ok and self._fd is not None:
+                    try:
+                        os.fsync(self._fd)
+                    except OSError as error:
+                        ok = False
+                        self._io_failed(error)
+                        self._failing = False  # nothing is pending: the next write tells
+                marker.ok = ok
+                marker.done.set()
                 continue
-            if kind is METRICS:
-                # Most of the journal, and in the trainer's process: formatted directly, the same
-                # JSON as the general path below at about half the cost.
-                step, epoch, values = fields
-                lines.append((_METRIC_LINE % (step, "null" if epoch is None else epoch, _encode(values),
-                                              self._seq, ts)).encode())
+            self._pressure()
+            if len(lines) < WRITE_CHUNK and not overflow:
+                return
+            if overflow and not queue:
+                return
+
+    def _line(self, kind: str, ts: float, fields: Any) -> bytes:
+        """One record as a journal line; a record that cannot be encoded becomes ``rejected``."""
+        seq = self._seq
+        if kind is METRICS:
+            # Most of the journal, and in the trainer's process: formatted directly, the same
+            # JSON as the general path below at about half the cost.
+            step, epoch, values = fields
+            epoch_text = "null" if epoch is None else epoch
+            try:
+                line = (_METRIC_LINE % (step, epoch_text, _encode(values), seq, ts)).encode()
+            except UnicodeEncodeError:
+                line = (_METRIC_LINE % (step, epoch_text, _encode(_escape_surrogates(values)), seq, ts)).encode()
+            except Exception as error:  # noqa: BLE001 - a bad record must not stop the journal
+                line = self._rejected_line(kind, ts, error)
                 self._seq += 1
-                self._metric_records += 1
-                continue
-            try:
-                record = self._materialise(kind, fields)
-            except Exception as error:  # noqa: BLE001 - a bad item must not stop the journal
-                record = {"api": kind, "reason": f"{type(error).__name__}: {error}"}
-                kind = REJECTED
-                self._on_error(record["reason"])
-            record["seq"] = self._seq
+                return line
+            self._seq += 1
+            self._metric_records += 1
+            return line
+        try:
+            record = self._materialise(kind, fields)
+            record["seq"] = seq
             record["type"] = kind
             record["ts"] = ts
-            self._seq += 1
+            try:
+                line = (_encode(record) + "\n").encode()
+            except UnicodeEncodeError:
+                # A lone surrogate (a file name as os.listdir decodes it): written escaped.
+                line = (_encode(_escape_surrogates(record)) + "\n").encode()
+        except Exception as error:  # noqa: BLE001 - a bad item must not stop the journal
+            line = self._rejected_line(kind, ts, error)
+        else:
             self._counts[kind] = self._counts.get(kind, 0) + 1
-            lines.append(_encode(record).encode())
-        self._write(lines)
+        self._seq += 1
+        return line
 
-    def _write(self, lines: list[bytes]) -> None:
-        if not lines:
-            return
-        handle = self._handle
-        if handle is None or self._segment_size >= SEGMENT_BYTES:
-            if handle is not None:
-                handle.close()
-            first_seq = json.loads(lines[0])["seq"]
-            handle = self._handle = (self.paths.journal / f"{first_seq:012d}.jsonl").open("ab")
-            self._segment_size = 0
-        payload = b"\n".join(lines) + b"\n"
-        handle.write(payload)
-        handle.flush()
+    def _rejected_line(self, kind: str, ts: float, error: Exception) -> bytes:
+        reason = f"{type(error).__name__}: {error}"
+        self._on_error(reason)
+        self._counts[REJECTED] = self._counts.get(REJECTED, 0) + 1
+        record = {"api": kind, "reason": reason, "value": "", "seq": self._seq, "type": REJECTED, "ts": ts}
+        return (_encode(_escape_surrogates(record)) + "\n").encode()
+
+    def _write_pending(self) -> bool:
+        """Append the pending lines to the current segment. On an I/O error the segment is cut
+        back to its last whole line, the lines stay pending, and the run is marked degraded."""
+        if not self._pending:
+            return True
+        payload = b"".join(self._pending)
+        try:
+            fd = self._segment_fd()
+            start = self._segment_size
+            view = memoryview(payload)
+            try:
+                while view:
+                    view = view[os.write(fd, view):]
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)  # a partial write must not become a torn line
+                raise
+        except OSError as error:
+            self._io_failed(error)
+            return False
         self._segment_size += len(payload)
+        self._written += len(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        if self._failing:
+            self._failing = False
+            print(f"loggerhub: the journal of {self.paths.root} is written again"
+                  + (f"; {self.lost} records were lost while it was not" if self.lost else "; nothing was lost"),
+                  file=sys.stderr, flush=True)
+        return True
+
+    def _segment_fd(self) -> int:
+        if self._fd is not None and self._segment_size < SEGMENT_BYTES:
+            return self._fd
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._fd is None and self._segment_size == 0:
+            self._repair_last_segment()
+        path = self.paths.journal / f"{self._written:012d}.jsonl"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            self._segment_size = repair_tail(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return fd
+
+    def _repair_last_segment(self) -> None:
+        """Before the first append of this writer: the last existing segment may end in a torn
+        line (the previous process was killed mid-write); cut it off so no reader ever sees the
+        next record glued to it."""
+        segments = self.paths.segments()
+        if not segments:
+            return
+        fd = os.open(segments[-1], os.O_RDWR)
+        try:
+            repair_tail(fd)
+        finally:
+            os.close(fd)
+
+    def _io_failed(self, error: OSError) -> None:
+        if self._failing:
+            return
+        self._failing = True
+        self._room.set()
+        self._set_put(self._append)
+        first = not self.degraded
+        self.degraded = True
+        self.failure = self.failure or f"{type(error).__name__}: {error}"
+        if first:
+            print(f"loggerhub: cannot write the journal of {self.paths.root} ({error}); keeping up to "
+                  f"{PENDING_BYTES // 2**20} MiB of records in memory and retrying. The run is degraded "
+                  "(see run.json); records beyond that are counted as lost.", file=sys.stderr, flush=True)
+            if self._on_degraded is not None:
+                with contextlib.suppress(Exception):
+                    self._on_degraded(self.failure)
 
     def _materialise(self, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
         """Turn a queued item into its journal fields, writing its media or artifact files."""
@@ -426,22 +661,31 @@ class JournalWriter:
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.parent.resolve().is_relative_to(artifacts_root):
             raise ValueError(f"artifact name escapes the run directory: {fields['name']}")
-        if source.is_dir():
-            skipped = _copy_tree(source, target)
-            if skipped:
-                fields["skipped_links"] = skipped
+        # Checked again here: the file may have been replaced by a FIFO or a device since the call.
+        mode = source.stat().st_mode
+        if stat.S_ISDIR(mode):
+            links, special = _copy_tree(source, target)
+            if links:
+                fields["skipped_links"] = links
+            if special:
+                fields["skipped_special"] = special
             size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
-        else:
+        elif stat.S_ISREG(mode):
             shutil.copyfile(source, target)
             size = target.stat().st_size
-        fields.update(file=relative, is_dir=source.is_dir(), size=size)
+        else:
+            raise ValueError(f"not a regular file or a directory ({codec.special_kind(mode)}): {source}")
+        fields.update(file=relative, is_dir=stat.S_ISDIR(mode), size=size)
         return fields
 
 
-def _copy_tree(source: Path, target: Path) -> list[str]:
-    """Copy a directory, following only symlinks that stay inside it; return those skipped."""
+def _copy_tree(source: Path, target: Path) -> tuple[list[str], list[str]]:
+    """Copy a directory, following only symlinks that stay inside it and copying only regular
+    files and directories; return the symlinks skipped and the special files (FIFOs, sockets,
+    devices) skipped."""
     root = source.resolve()
-    skipped: list[str] = []
+    links: list[str] = []
+    special: list[str] = []
 
     def ignore(folder: str, names: list[str]) -> list[str]:
         dropped = []
@@ -449,16 +693,56 @@ def _copy_tree(source: Path, target: Path) -> list[str]:
             path = Path(folder, name)
             if path.is_symlink() and not path.resolve().is_relative_to(root):
                 dropped.append(name)
-                skipped.append(str(path.relative_to(source)))
+                links.append(str(path.relative_to(source)))
+                continue
+            try:
+                mode = path.stat().st_mode
+            except OSError:  # a dangling link inside the tree
+                dropped.append(name)
+                links.append(str(path.relative_to(source)))
+                continue
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                dropped.append(name)
+                special.append(str(path.relative_to(source)))
         return dropped
 
     shutil.copytree(source, target, symlinks=False, ignore=ignore)
-    return skipped
+    return links, special
+
+
+def _escape_surrogates(value: Any) -> Any:
+    """``value`` with every string made encodable: a lone surrogate, as ``os.fsdecode`` makes
+    of a non-UTF-8 file name, becomes its bytes written ``\\xe9`` (the name as ``ls -b`` shows
+    it); any other lone surrogate becomes ``\\udXXX``. The record is kept, escaped."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            try:
+                return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            except UnicodeEncodeError:
+                return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_escape_surrogates(k): _escape_surrogates(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escape_surrogates(item) for item in value]
+    return value
+
+
+class _Lost:
+    """``put`` once the writer thread has died: counts what is logged instead of piling it up."""
+
+    def __init__(self, writer: JournalWriter) -> None:
+        self._writer = writer
+
+    def __call__(self, _item: Any) -> None:
+        self._writer.lost += 1
 
 
 _FLUSH = "__flush__"
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_METRIC_LINE = '{"step":%d,"epoch":%s,"values":%s,"seq":%d,"type":"metrics","ts":%r}'
+_METRIC_LINE = '{"step":%d,"epoch":%s,"values":%s,"seq":%d,"type":"metrics","ts":%r}\n'
 
 
 def _drop(_item: Any) -> None:

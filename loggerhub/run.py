@@ -7,8 +7,6 @@ writer's queue. Nothing here waits on a tracker: trackers read the journal in th
 from __future__ import annotations
 
 import atexit
-import contextlib
-import io
 import os
 import re
 import secrets
@@ -21,12 +19,13 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 from loggerhub import _normalize as norm
+from loggerhub import codec
 from loggerhub import journal as j
 from loggerhub._normalize import InvalidInput
-from loggerhub_hookspecs import ArtifactKind, Phase, Status, TableRole
+from loggerhub_hookspecs import ArtifactKind, Phase, RunError, Status, TableRole
 
 
 class LoggerhubWarning(UserWarning):
@@ -37,12 +36,31 @@ class Terminated(SystemExit):
     """Raised in the main thread on SIGTERM, so that the run ends KILLED and cleanup runs."""
 
 
+class RunFinishedError(RuntimeError):
+    """A ``log_*`` call on a run that has finished: raised with ``strict=True``; otherwise a
+    :class:`LoggerhubWarning` names the call and nothing is recorded.
+
+    .. versionadded:: 0.2
+    """
+
+
 _now = time.time
 _MAX_STEP = norm.MAX_STEP
-_METRICS = j.METRICS
+_METRICS = codec.METRICS
+_PHASES = frozenset(phase.value for phase in Phase)
 _live_runs: weakref.WeakSet[Run] = weakref.WeakSet()
 _process_hooks_installed = False
-_uncaught: list[type[BaseException]] = []
+# (type, exception) of the last uncaught exception (sys.excepthook) or SIGTERM, for runs ended at exit.
+_uncaught: list[tuple[type[BaseException], BaseException]] = []
+# The codes sys.exit() was called with in the main thread; see _exit_status.
+_exit_calls: list[object] = []
+_main_root_frame: Any = None
+_NO_KEY = object()
+_summary_lock = threading.Lock()
+_API_FILES = frozenset(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+    for name in ("run.py", "codec.py", "_normalize.py", "journal.py")
+)
 
 
 def init(
@@ -95,13 +113,13 @@ def init(
 
     redactor = norm.Redactor()
     usable = []
-    for backend in resolve(settings.backends):
+    for backend in resolve(settings.backends, origin=settings.origin("backends")):
         try:
             backend.load()
         except BackendLoadError as error:
             if settings.strict:
                 raise
-            warnings.warn(str(error), LoggerhubWarning, stacklevel=2)
+            _warn(str(error))
             continue
         usable.append(backend.name)
 
@@ -200,7 +218,9 @@ class Run:
         self._lock = j.RunLock(self.paths.lock)
         if not self._lock.acquire():
             raise RuntimeError(f"run {self.dir} is being logged by another process")
-        self._writer = j.JournalWriter(self.paths, next_seq, self._flush_interval, self._writer_error)
+        self._writer = j.JournalWriter(self.paths, next_seq, self._flush_interval, self._writer_error,
+                                       on_put_changed=self._writer_put_changed,
+                                       on_degraded=self._writer_degraded)
         self._put = self._writer.put
         _install_process_hooks()
         _live_runs.add(self)
@@ -212,10 +232,10 @@ class Run:
         self._open(0)
         fields = {
             "run_id": run_id, "project": project, "name": name, "config": config, "tags": tags,
-            "backends": backends, "options": options, "journal_version": j.JOURNAL_VERSION,
+            "backends": backends, "options": options, "journal_version": codec.JOURNAL_VERSION,
             "host": os.uname().nodename, "pid": os.getpid(),
         }
-        self._put((j.RUN_START, _now(), fields))
+        self._put((codec.RUN_START, _now(), fields))
         self._write_summary(status="RUNNING", started_at=_now())
         self._start_delivery()
 
@@ -229,7 +249,7 @@ class Run:
         self.backends = list(dict.fromkeys(start.data["backends"] + extra_backends))
         self._step = max_step
         self._open(last_seq + 1)
-        self._put((j.RUN_RESUME, _now(), {"backends": self.backends, "options": options}))
+        self._put((codec.RUN_RESUME, _now(), {"backends": self.backends, "options": options}))
         self._write_summary(status="RUNNING")
         self._start_delivery()
 
@@ -241,14 +261,23 @@ class Run:
         self._workers = [spawn(self.dir, name) for name in self.backends if name != "local"]
 
     def _write_summary(self, **fields: Any) -> None:
-        summary = {}
-        if self.paths.summary.exists():
-            import json
+        """Update run.json. It is derived from the journal, so a disk that refuses it is
+        reported, not raised: the journal (or its degraded state) is what counts."""
+        import json
 
-            summary = json.loads(self.paths.summary.read_text(encoding="utf-8"))
-        summary.update(run_id=self.id, name=self.name, project=self.project,
-                       backends=self.backends, **fields)
-        j.write_json_atomic(self.paths.summary, summary)
+        with _summary_lock:  # the writer thread marks a degraded run from its side
+            summary = {}
+            try:
+                if self.paths.summary.exists():
+                    summary = json.loads(self.paths.summary.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                summary = {}
+            summary.update(run_id=self.id, name=self.name, project=self.project,
+                           backends=self.backends, **fields)
+            try:
+                j.write_json_atomic(self.paths.summary, summary)
+            except OSError as error:
+                print(f"loggerhub: cannot write {self.paths.summary}: {error}", file=sys.stderr)
 
     # -- the hot path ----------------------------------------------------------------------------
 
@@ -270,6 +299,8 @@ class Run:
                     step = norm.check_step(step)
                 if step > self._step:
                     self._step = step
+            # The common case inlined: known keys and plain floats cost a dict lookup each. Every
+            # other value goes through the codec's checks (codec.metrics_fields agrees with this).
             known = self._known_keys
             values = {}
             for key, value in metrics.items():
@@ -280,18 +311,15 @@ class Run:
                 epoch = norm.check_step(epoch)
             # A tuple, not a dict: the writer formats metric lines itself (see JournalWriter).
             self._put((_METRICS, _now(), (step, epoch, values)))
-        except InvalidInput as error:
-            self._reject("log_metrics", error, metrics)
+        except Exception as error:  # noqa: BLE001 - no input may escape as an exception
+            self._refuse("log_metrics", _explain_metrics(error, metrics), metrics)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log parameters. Nested mappings are flattened with ``/``; secrets are redacted."""
         try:
-            if not isinstance(params, Mapping):
-                raise InvalidInput(f"params must be a mapping, got {type(params).__name__}")
-            flat = self._redactor.params(norm.flatten_params(params))
-            self._put((j.PARAMS, _now(), {"params": flat}))
-        except InvalidInput as error:
-            self._reject("log_params", error, params)
+            self._put((codec.PARAMS, _now(), codec.params_fields(params, self._redactor)))
+        except Exception as error:  # noqa: BLE001 - no input may escape as an exception
+            self._refuse("log_params", error, params)
 
     def log_image(
         self,
@@ -307,44 +335,19 @@ class Run:
         torch tensor, or an image file path. ``boxes`` are in pixels, see :class:`loggerhub.Box`.
         """
         try:
-            key = norm.check_key(key)
-            step = self._media_step(step)
-            source = norm.image_source(image)
-            fields = {
-                "key": key, "step": step, "epoch": norm.check_epoch(epoch), "width": source.width,
-                "height": source.height, "caption": caption, "image": source,
-                "boxes": [list(_box_fields(b)) for b in norm.boxes(boxes, source.width, source.height)],
-            }
-            self._put((j.IMAGE, _now(), fields))
-        except InvalidInput as error:
-            self._reject("log_image", error, key)
+            fields = codec.image_fields(key, image, self._media_step(step), boxes=boxes,
+                                        caption=caption, epoch=epoch)
+            self._put((codec.IMAGE, _now(), fields))
+        except Exception as error:  # noqa: BLE001 - no input may escape as an exception
+            self._refuse("log_image", error, image, key)
 
     def log_figure(self, key: str, figure: Any, step: int | None = None, *, epoch: int | None = None) -> None:
         """Log a plot: a matplotlib figure (rendered to PNG now, and kept) or a PNG file path."""
         try:
-            key = norm.check_key(key)
-            step = self._media_step(step)
-            fields: dict[str, Any] = {"key": key, "step": step, "epoch": norm.check_epoch(epoch)}
-            if isinstance(figure, (str, os.PathLike)):
-                source = norm.image_file(figure)
-            elif hasattr(figure, "savefig"):
-                import pickle
-
-                with io.BytesIO() as buffer:
-                    figure.savefig(buffer, format="png")
-                    png = buffer.getvalue()
-                # The PNG is what matters; the figure object is a bonus for trackers that use it.
-                with contextlib.suppress(Exception):
-                    fields["pickled"] = pickle.dumps(figure)
-                source = norm.image_bytes(png)
-            else:
-                raise InvalidInput(
-                    f"log_figure takes a matplotlib figure or a PNG path, got {type(figure).__name__}"
-                )
-            fields.update(image=source, width=source.width, height=source.height)
-            self._put((j.FIGURE, _now(), fields))
-        except InvalidInput as error:
-            self._reject("log_figure", error, key)
+            fields = codec.figure_fields(key, figure, self._media_step(step), epoch=epoch)
+            self._put((codec.FIGURE, _now(), fields))
+        except Exception as error:  # noqa: BLE001 - no input may escape as an exception
+            self._refuse("log_figure", error, figure, key)
 
     def log_artifact(
         self,
@@ -354,48 +357,35 @@ class Run:
         kind: ArtifactKind | str = ArtifactKind.FILE,
         step: int | None = None,
     ) -> None:
-        """Log a file or directory, copied into the run directory.
+        """Log a regular file or a directory, copied into the run directory. Symlinks are
+        followed; devices, FIFOs and sockets are refused (inside a directory, skipped and listed
+        in the record's ``skipped_special``).
 
         :param name: the artifact's relative name; defaults to the file or directory name.
         :param kind: ``"model"``, ``"dataset"`` or ``"file"``.
         """
-        self._artifact(j.ARTIFACT, "log_artifact", path, name, kind, step)
+        self._artifact(codec.ARTIFACT, "log_artifact", path, name, kind, step)
 
     def log_checkpoint(
         self, path: str | os.PathLike[str], *, name: str | None = None, step: int | None = None
     ) -> None:
         """Log a saved checkpoint (a model file); trackers store it as a model."""
-        self._artifact(j.CHECKPOINT, "log_checkpoint", path, name, ArtifactKind.MODEL, step)
+        self._artifact(codec.CHECKPOINT, "log_checkpoint", path, name, ArtifactKind.MODEL, step)
 
     def _artifact(self, record: str, api: str, path: Any, name: str | None,
                   kind: ArtifactKind | str, step: int | None) -> None:
         try:
-            if not isinstance(path, (str, os.PathLike)):
-                raise InvalidInput(f"{api} takes a path, got {type(path).__name__}")
-            source = Path(path)
-            if not source.exists():
-                raise InvalidInput(f"{api}: no such file or directory: {source}")
-            try:
-                kind = ArtifactKind(kind)
-            except ValueError:
-                raise InvalidInput(f"kind must be one of model, dataset, file; got {kind!r}") from None
-            fields = {
-                "name": norm.artifact_name(name if name is not None else source.resolve().name),
-                "source": str(source.resolve()), "kind": kind.value, "step": self._media_step(step),
-            }
+            fields = codec.artifact_fields(path, self._media_step(step), name=name, kind=kind)
             self._put((record, _now(), fields))
-        except InvalidInput as error:
-            self._reject(api, error, path)
+        except Exception as error:  # noqa: BLE001 - no input may escape as an exception
+            self._refuse(api, error, path)
 
     def log_text(self, key: str, text: str, step: int | None = None) -> None:
         """Log a piece of text under ``key``."""
         try:
-            key = norm.check_key(key)
-            if not isinstance(text, str):
-                raise InvalidInput(f"text must be str, got {type(text).__name__}")
-            self._put((j.TEXT, _now(), {"key": key, "text": text, "step": self._media_step(step)}))
-        except InvalidInput as error:
-            self._reject("log_text", error, key)
+            self._put((codec.TEXT, _now(), codec.text_fields(key, text, self._media_step(step), self._redactor)))
+        except Exception as error:  # noqa: BLE001 - no input may escape as an exception
+            self._refuse("log_text", error, text, key)
 
     def log_table(
         self, key: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], step: int | None = None
@@ -409,35 +399,20 @@ class Run:
         """Log a confusion matrix: ``matrix[i][j]`` counts true ``labels[i]`` predicted ``labels[j]``."""
         self._table("log_confusion_matrix", key, labels, matrix, step, TableRole.CONFUSION_MATRIX)
 
-    def _table(self, api: str, key: str, columns: Sequence[str], rows: Any, step: int | None,
+    def _table(self, api: str, key: str, columns: Any, rows: Any, step: int | None,
                role: TableRole) -> None:
         try:
-            key = norm.check_key(key)
-            header = [str(c) for c in columns]
-            body = [[norm.param_value(v) for v in row] for row in (rows.tolist() if hasattr(rows, "tolist") else rows)]
-            if any(len(row) != len(header) for row in body):
-                raise InvalidInput(f"{api}: every row needs {len(header)} values")
-            if role is TableRole.CONFUSION_MATRIX and len(body) != len(header):
-                raise InvalidInput(f"{api}: the matrix must be {len(header)}x{len(header)}")
-            fields = {"key": key, "columns": header, "rows": body, "role": role.value,
-                      "step": self._media_step(step)}
-            self._put((j.TABLE, _now(), fields))
-        except InvalidInput as error:
-            self._reject(api, error, key)
+            fields = codec.table_fields(key, columns, rows, self._media_step(step), role)
+            self._put((codec.TABLE, _now(), fields))
+        except Exception as error:  # noqa: BLE001 - no input may escape as an exception
+            self._refuse(api, error, rows, key)
 
     def log_event(self, phase: Phase | str, *, step: int | None = None, epoch: int | None = None) -> None:
         """Mark a trainer lifecycle boundary: ``train_start``, ``epoch_end``, ``validation_end``..."""
         try:
-            try:
-                phase = Phase(phase)
-            except ValueError:
-                raise InvalidInput(
-                    f"unknown phase {phase!r}; one of {', '.join(p.value for p in Phase)}"
-                ) from None
-            fields = {"phase": phase.value, "step": self._media_step(step), "epoch": norm.check_epoch(epoch)}
-            self._put((j.EVENT, _now(), fields))
-        except InvalidInput as error:
-            self._reject("log_event", error, phase)
+            self._put((codec.EVENT, _now(), codec.event_fields(phase, self._media_step(step), epoch=epoch)))
+        except Exception as error:  # noqa: BLE001 - no input may escape as an exception
+            self._refuse("log_event", error, phase)
 
     @property
     def step(self) -> int:
@@ -453,40 +428,93 @@ class Run:
             self._step = step
         return step
 
-    def _reject(self, api: str, error: InvalidInput, value: Any) -> None:
+    def _refuse(self, api: str, error: BaseException, value: Any, key: Any = _NO_KEY) -> None:
+        """The one way a log_* call refuses: raise in strict mode, else warn (naming the caller's
+        line, the call and the key) and journal a ``rejected`` record."""
+        where = api if key is _NO_KEY else f"{api}({norm._short(key, 60)})"
+        if isinstance(error, RunFinishedError):
+            if self._strict:
+                raise error
+            _warn(f"loggerhub: {where}: {error}; the call was not recorded")
+            return
         if self._strict:
             raise error
-        message = self._redactor.text(str(error))
-        warnings.warn(f"loggerhub: {api}: {message} (recorded as rejected)", LoggerhubWarning, stacklevel=3)
-        self._put((j.REJECTED, _now(), {"api": api, "reason": message,
-                                              "value": self._redactor.text(norm._short(value, 200))}))
+        reason = str(error) if isinstance(error, InvalidInput) else f"{type(error).__name__}: {error}"
+        message = self._redactor.text(reason)
+        _warn(f"loggerhub: {where}: {message} (recorded as rejected)")
+        fields = codec.rejected_fields(api, message, value, self._redactor)
+        if key is not _NO_KEY:
+            fields["key"] = self._redactor.text(norm._short(key, 200))
+        self._put((codec.REJECTED, _now(), fields))
 
     def _writer_error(self, reason: str) -> None:
-        print(f"loggerhub: a record could not be written and was journaled as rejected: {reason}",
-              file=sys.stderr)
+        print(f"loggerhub: a record could not be written and was journaled as rejected: "
+              f"{self._redactor.text(reason)}", file=sys.stderr)
+
+    def _writer_put_changed(self, put: Callable[[Any], None]) -> None:
+        # Back-pressure on and off, or a dead writer: the hot path's one call follows the writer.
+        if not self._finished and not self._forked:
+            self._put = put
+
+    def _writer_degraded(self, failure: str) -> None:
+        self._write_summary(degraded=True, failure=self._redactor.text(failure))
+
+    def _closed(self, _item: Any) -> None:
+        raise RunFinishedError(f"run {self.id} is finished")
 
     # -- ending ----------------------------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Block until everything logged before this call is durable in the journal."""
+        """Block until everything logged before this call is durable in the journal. False when
+        it is not (the disk refuses writes, or ``timeout`` passed); never waits on a dead writer."""
         return self._writer.flush(timeout) if self._writer is not None else True
 
-    def finish(self, status: Status | str = Status.FINISHED, *, timeout: float | None = None) -> None:
+    def finish(self, status: Status | str = Status.FINISHED, *, timeout: float | None = None,
+               exc: BaseException | None = None) -> None:
         """End the run, wait up to ``timeout`` (default ``drain_timeout``) for the trackers, and
-        report, per tracker, anything still undelivered with the command that delivers it."""
+        report, per tracker, anything still undelivered with the command that delivers it.
+
+        :param exc: the exception that ended the run, for a FAILED or KILLED status: its type,
+            redacted message and short traceback are journaled in ``run_end`` and run.json.
+
+        Waits at most: the journal writer's last write (retried for up to 2 s on a disk that
+        refuses it), then ``timeout`` for the delivery processes, then one shared 5 s grace for
+        those still running, sent SIGTERM together; any left are killed.
+        Logging after ``finish`` is refused (see :class:`RunFinishedError`).
+
+        .. versionchanged:: 0.2 ``exc``; a degraded run reports the records lost.
+        """
         if self._finished or self._forked:
             return
         self._finished = True
+        self._put = self._closed
         status = Status(status)
-        assert self._writer is not None
-        self._put((j.RUN_END, _now(), {"status": status.value}))
-        self._writer.close()
-        last_seq = self._writer.next_seq - 1
-        self._write_summary(status=status.value, ended_at=_now(), counts=self._writer.counts)
+        error = None
+        if status is not Status.FINISHED:
+            cause = exc if exc is not None else _default_cause(status)
+            error = codec.error_fields(cause, self._redactor)
+        writer = self._writer
+        assert writer is not None
+        writer.put((codec.RUN_END, _now(), codec.end_fields(status, error, writer.lost)))
+        writer.close()
+        last_seq = writer.written - 1  # the last record on disk: what trackers can receive
+        ending: dict[str, Any] = {"status": status.value, "ended_at": _now(), "counts": writer.counts,
+                                  "error": error, "degraded": writer.degraded, "lost": writer.lost}
+        if writer.failure:
+            ending["failure"] = self._redactor.text(writer.failure)
+        self._write_summary(**ending)
+        if writer.degraded:
+            print(f"loggerhub: run {self.dir} is degraded: {writer.lost} records never reached the disk"
+                  f" ({self._redactor.text(writer.failure or '')}). run.json says so.", file=sys.stderr)
         from loggerhub import delivery
 
-        late = delivery.wait(self._workers, self._drain_timeout if timeout is None else timeout)
+        progress = _FinishProgress(self.paths, last_seq) if sys.stderr.isatty() and self._workers else None
+        late = delivery.wait(self._workers, self._drain_timeout if timeout is None else timeout,
+                             on_tick=progress)
+        if progress is not None:
+            progress.done()
         self.summary = self._report(status, last_seq, {w.backend for w in late})
+        self.summary.update(degraded=writer.degraded, lost=writer.lost, error=error)
         if self._lock is not None:
             self._lock.release()
         _live_runs.discard(self)
@@ -502,7 +530,15 @@ class Run:
             consumer = ConsumerStatus.load(self.paths.consumer_file(backend))
             left = last_seq - consumer.offset
             trackers[backend] = {"undelivered": left, "errors": consumer.errors,
-                                 "rejected": consumer.rejected, "last_error": consumer.last_error}
+                                 "rejected": consumer.rejected, "skipped": consumer.skipped,
+                                 "last_error": consumer.last_error}
+            # Lifecycle boundaries a tracker has no place for carry no data: counted (summary,
+            # `show`), but not worth a line at every finish.
+            skipped_data = {kind: n for kind, n in consumer.skipped.items() if kind not in _PHASES}
+            if skipped_data:
+                kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(skipped_data.items()))
+                lines.append(f"loggerhub: {backend}: skipped records it has no place for: {kinds} "
+                             "(see `loggerhub backends`)")
             if left > 0:
                 lines.append(
                     f"loggerhub: {backend}: {left} records not delivered"
@@ -528,7 +564,7 @@ class Run:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.finish(status_for(exc_type, exc))
+        self.finish(status_for(exc_type, exc), exc=exc)
 
     def _after_fork(self) -> None:
         self._forked = True
@@ -550,6 +586,66 @@ def status_for(exc_type: type[BaseException] | None, exc: BaseException | None) 
     return Status.FAILED
 
 
+def _explain_metrics(error: Exception, metrics: Any) -> Exception:
+    """The refusal to report for a log_metrics call: off the hot path, the codec's check finds
+    the key at fault and names it; an error in the step or epoch stands as it is."""
+    if isinstance(error, RunFinishedError):
+        return error
+    try:
+        codec.metrics_fields(metrics)
+    except InvalidInput as named:
+        return named
+    return error
+
+
+def _default_cause(status: Status) -> RunError:
+    return RunError("Killed" if status is Status.KILLED else "Failed",
+                          f"the run was ended {status.value} without an exception", "")
+
+
+def _warn(message: str) -> None:
+    """Warn, naming the first line outside loggerhub's API modules: the user's (or the
+    integration's) call, whichever log_* path led here."""
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename in _API_FILES:
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    warnings.warn(message, LoggerhubWarning, stacklevel=level)
+
+
+class _FinishProgress:
+    """What finish() shows on a terminal while it waits for the trackers: records left per
+    tracker (from its committed offset in consumers/<name>.json), rate and ETA."""
+
+    def __init__(self, paths: j.RunPaths, last_seq: int) -> None:
+        self._paths = paths
+        self._last_seq = last_seq
+        self._started = time.monotonic()
+        self._first: dict[str, int] = {}
+        self._shown = False
+
+    def __call__(self, waiting: list[str]) -> None:
+        from loggerhub.delivery import ConsumerStatus
+
+        parts = []
+        elapsed = max(time.monotonic() - self._started, 1e-3)
+        for backend in waiting:
+            offset = ConsumerStatus.load(self._paths.consumer_file(backend)).offset
+            first = self._first.setdefault(backend, offset)
+            left = self._last_seq - offset
+            rate = (offset - first) / elapsed
+            eta = f"{left / rate:.0f} s" if rate > 0 else "?"
+            parts.append(f"{backend}: {left} left, {rate:.0f} rec/s, ETA {eta}")
+        if parts:
+            self._shown = True
+            sys.stderr.write("\rloggerhub: delivering... " + "; ".join(parts) + "\x1b[K")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self._shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
 def _discard(_item: Any) -> None:
     pass
 
@@ -567,7 +663,7 @@ def _box_fields(box: Any) -> tuple[Any, ...]:
 
 def _install_process_hooks() -> None:
     """Once per process: end open runs at exit, on SIGTERM, and cleanly across fork."""
-    global _process_hooks_installed
+    global _process_hooks_installed, _main_root_frame
     if _process_hooks_installed:
         return
     _process_hooks_installed = True
@@ -576,10 +672,28 @@ def _install_process_hooks() -> None:
     previous_hook = sys.excepthook
 
     def excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-        _uncaught.append(exc_type)
+        _uncaught.append((exc_type, exc))
         previous_hook(exc_type, exc, tb)
 
     sys.excepthook = excepthook
+    # SystemExit never reaches sys.excepthook and its code is gone by the time atexit runs (and
+    # Python 3.11 has no sys.monitoring to see it unwind), so sys.exit() is observed where it is
+    # called, and the main thread's outermost frame tells at exit whether the program really
+    # ended by an exception (rather than catching that exit). Known gap: ``raise SystemExit(3)``
+    # written out, not through sys.exit, is not seen and the run ends FINISHED.
+    main_frame = sys._current_frames().get(threading.main_thread().ident or -1)
+    while main_frame is not None and main_frame.f_back is not None:
+        main_frame = main_frame.f_back
+    _main_root_frame = main_frame
+    real_exit = sys.exit
+
+    def exit(status: object = None, /) -> NoReturn:  # noqa: A001 - it is sys.exit
+        if threading.current_thread() is threading.main_thread():
+            _exit_calls.append(status)
+        real_exit(status)  # type: ignore[arg-type]
+
+    exit.__doc__ = real_exit.__doc__
+    sys.exit = exit
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
         signal.SIG_DFL,
         None,
@@ -588,14 +702,44 @@ def _install_process_hooks() -> None:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    _uncaught.append(Terminated)  # for runs ended at exit, outside a with block
-    raise Terminated(128 + signum)
+    error = Terminated(128 + signum)
+    _uncaught.append((Terminated, error))  # for runs ended at exit, outside a with block
+    raise error
+
+
+def _ended_by_exception() -> bool:
+    """At exit: did the main module end by an exception (its outermost frame's last instruction
+    is not a return)? Unknown (no frame) counts as yes, trusting the recorded sys.exit call."""
+    frame = _main_root_frame
+    if frame is None:
+        return True
+    import dis
+
+    code = frame.f_code.co_code
+    lasti = frame.f_lasti
+    if not 0 <= lasti < len(code):
+        return True
+    return dis.opname[code[lasti]] not in ("RETURN_VALUE", "RETURN_CONST")
+
+
+def _exit_status() -> tuple[Status, BaseException | None]:
+    """How a program that did not call finish() ended: an uncaught exception (excepthook), a
+    SIGTERM, or sys.exit(code) with a non-zero code make the run FAILED or KILLED."""
+    if _uncaught:
+        exc_type, exc = _uncaught[-1]
+        return status_for(exc_type, exc), exc
+    if _exit_calls and _ended_by_exception():
+        code = _exit_calls[-1]
+        if code not in (0, None):
+            error = SystemExit(code)
+            return Status.FAILED, error
+    return Status.FINISHED, None
 
 
 def _finish_open_runs() -> None:
-    status = status_for(_uncaught[-1], None) if _uncaught else Status.FINISHED
+    status, exc = _exit_status()
     for run in list(_live_runs):
-        run.finish(status)
+        run.finish(status, exc=exc)
 
 
 def _after_fork_in_child() -> None:

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 import loggerhub
+from loggerhub import codec
 from loggerhub import journal as j
 from loggerhub.run import LoggerhubWarning
 
@@ -29,7 +30,7 @@ def of_type(run, kind: str) -> list[dict]:
 def test_with_block_finishes(runs_dir: Path) -> None:
     with loggerhub.init(project="p", name="ok", dir=runs_dir) as run:
         run.log_metrics({"x": 1}, step=0)
-    assert of_type(run, j.RUN_END)[0]["status"] == "FINISHED"
+    assert of_type(run, codec.RUN_END)[0]["status"] == "FINISHED"
     assert json.loads((run.dir / "run.json").read_text())["status"] == "FINISHED"
 
 
@@ -38,14 +39,14 @@ def test_exception_fails_the_run_and_propagates(runs_dir: Path) -> None:
         with loggerhub.init(project="p", dir=runs_dir) as run:
             run.log_metrics({"x": 1}, step=0)
             1 / 0  # noqa: B018
-    assert of_type(run, j.RUN_END)[0]["status"] == "FAILED"
+    assert of_type(run, codec.RUN_END)[0]["status"] == "FAILED"
 
 
 def test_keyboard_interrupt_kills_the_run(runs_dir: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         with loggerhub.init(project="p", dir=runs_dir) as run:
             raise KeyboardInterrupt
-    assert of_type(run, j.RUN_END)[0]["status"] == "KILLED"
+    assert of_type(run, codec.RUN_END)[0]["status"] == "KILLED"
 
 
 @pytest.mark.parametrize("status", ["FINISHED", "FAILED", "KILLED"])
@@ -53,7 +54,7 @@ def test_explicit_finish(runs_dir: Path, status: str) -> None:
     run = loggerhub.init(project="p", dir=runs_dir)
     run.finish(status=status)
     run.finish(status="FINISHED")  # a second finish changes nothing
-    assert [d["status"] for d in of_type(run, j.RUN_END)] == [status]
+    assert [d["status"] for d in of_type(run, codec.RUN_END)] == [status]
 
 
 def test_resume_continues_the_same_journal(runs_dir: Path) -> None:
@@ -64,7 +65,7 @@ def test_resume_continues_the_same_journal(runs_dir: Path) -> None:
     assert second.dir == first.dir
     types = [e.type for e in entries(second)]
     assert types == ["run_start", "metrics", "run_end", "run_resume", "metrics", "run_end"]
-    assert [d["step"] for d in of_type(second, j.METRICS)] == [5, 6]
+    assert [d["step"] for d in of_type(second, codec.METRICS)] == [5, 6]
     assert [e.seq for e in entries(second)] == list(range(6))
 
 
@@ -105,33 +106,33 @@ def test_every_record_reads_back_identical(runs_dir: Path, tmp_path: Path) -> No
     assert got["run_start"].data["config"] == {"a/b": 1}
     assert got["params"].data["params"] == {"opt/lr": 0.1, "opt/betas": [0.9, 0.99], "name": "x", "none": None}
 
-    points = j.decode(got["metrics"], run.dir)
+    points = codec.decode(got["metrics"], run.dir)
     by_key = {p.key: p for p in points}
     assert by_key["loss"].value == 0.25 and by_key["loss"].step == 7 and by_key["loss"].epoch == 1
     assert math.isnan(by_key["nan"].value) and by_key["inf"].value == -math.inf
     assert by_key["i"].value == 3.0
 
-    img = j.decode(got["image"], run.dir)
+    img = codec.decode(got["image"], run.dir)
     assert (img.width, img.height, img.step, img.caption) == (6, 4, 7, "c")
     assert np.array_equal(np.array(Image.open(img.path)), image)
     assert img.boxes == (loggerhub.Box(1.0, 0.0, 5.0, 3.0, "cat", 0.5, 2),)  # corners ordered
 
-    fig = j.decode(got["figure"], run.dir)
+    fig = codec.decode(got["figure"], run.dir)
     assert fig.png_bytes().startswith(b"\x89PNG") and fig.step == 8
     assert fig.load_figure() is not None
 
-    arts = [j.decode(e, run.dir) for e in entries(run) if e.type == j.ARTIFACT]
+    arts = [codec.decode(e, run.dir) for e in entries(run) if e.type == codec.ARTIFACT]
     assert arts[0].name == "best.pt" and arts[0].path.read_bytes() == b"\x00weights\xff"
     assert arts[0].kind is loggerhub.ArtifactKind.MODEL and not arts[0].is_dir
     assert arts[1].name == "datasets/d" and arts[1].is_dir and (arts[1].path / "sub" / "x.txt").read_text() == "x"
-    checkpoint = j.decode(got["checkpoint"], run.dir)
+    checkpoint = codec.decode(got["checkpoint"], run.dir)
     assert checkpoint.name == "ckpt/last.pt" and checkpoint.kind is loggerhub.ArtifactKind.MODEL
 
-    assert j.decode(got["text"], run.dir).text == "héllo\nworld"
-    tables = [j.decode(e, run.dir) for e in entries(run) if e.type == j.TABLE]
+    assert codec.decode(got["text"], run.dir).text == "héllo\nworld"
+    tables = [codec.decode(e, run.dir) for e in entries(run) if e.type == codec.TABLE]
     assert tables[0].rows == ((1, "x"), (2, None)) and tables[0].columns == ("a", "b")
     assert tables[1].role.value == "confusion_matrix" and tables[1].rows == ((1, 2), (3, 4))
-    event = j.decode(got["event"], run.dir)
+    event = codec.decode(got["event"], run.dir)
     assert event.phase is loggerhub.Phase.EPOCH_END and event.epoch == 1 and event.step == 8
 
 
@@ -145,7 +146,7 @@ def test_artifacts_are_copied_when_logged(runs_dir: Path, tmp_path: Path) -> Non
         run.flush()
         weights.write_bytes(b"epoch-2")
         run.log_checkpoint(weights)
-    copies = [j.decode(e, run.dir) for e in entries(run) if e.type == j.CHECKPOINT]
+    copies = [codec.decode(e, run.dir) for e in entries(run) if e.type == codec.CHECKPOINT]
     assert [c.name for c in copies] == ["last.pt", "last.pt"]
     assert [c.path.read_bytes() for c in copies] == [b"epoch-1", b"epoch-2"]
 
@@ -163,8 +164,8 @@ def test_step_rules(runs_dir: Path) -> None:
         run.log_metrics({"a": 1}, step=4.0)  # integral floats accepted
         run.log_text("t", "text takes the current step without advancing it")
         run.log_metrics({"a": 1})
-    assert [d["step"] for d in of_type(run, j.METRICS)] == [0, 1, 10, 11, 3, 4, 12]
-    assert of_type(run, j.TEXT)[0]["step"] == 11
+    assert [d["step"] for d in of_type(run, codec.METRICS)] == [0, 1, 10, 11, 3, 4, 12]
+    assert of_type(run, codec.TEXT)[0]["step"] == 11
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "3", True, 2**63, None.__class__])
@@ -173,8 +174,8 @@ def test_bad_steps_are_rejected_not_raised(runs_dir: Path, bad) -> None:
         with pytest.warns(LoggerhubWarning, match="step"):
             run.log_metrics({"a": 1.0}, step=bad)
         run.log_metrics({"a": 2.0}, step=0)
-    assert [d["values"] for d in of_type(run, j.METRICS)] == [{"a": 2.0}]
-    assert of_type(run, j.REJECTED)[0]["api"] == "log_metrics"
+    assert [d["values"] for d in of_type(run, codec.METRICS)] == [{"a": 2.0}]
+    assert of_type(run, codec.REJECTED)[0]["api"] == "log_metrics"
 
 
 def test_strict_mode_raises(runs_dir: Path) -> None:
@@ -201,20 +202,21 @@ def test_params_are_flattened_and_secrets_redacted(runs_dir: Path, monkeypatch: 
         })
     raw = b"".join(p.read_bytes() for p in (run.dir / "journal").iterdir())
     assert b"hunter22" not in raw and b"tok-0123456789" not in raw and b"k-123" not in raw
-    params = of_type(run, j.PARAMS)[0]["params"]
+    params = of_type(run, codec.PARAMS)[0]["params"]
     assert params["db/password"] == "***REDACTED***"
     assert params["db/host"] == "h" and params["db/nested/deep/x"] == 1
     assert params["url"] == "https://user:***REDACTED***@example.invalid/x"
     assert params["path"] == "/tmp/x" and params["np"] == 0.5
-    assert params["obj"] == "<class 'object'>" and params["empty"] == {}
-    assert of_type(run, j.RUN_START)[0]["config"] == {"api_key": "***REDACTED***"}
+    # ParamValue has no mappings: an empty group keeps its key, written "{}".
+    assert params["obj"] == "<class 'object'>" and params["empty"] == "{}"
+    assert of_type(run, codec.RUN_START)[0]["config"] == {"api_key": "***REDACTED***"}
 
 
 # --------------------------------------------------------------------------- images
 
 
 def _logged_image(run) -> np.ndarray:
-    record = j.decode([e for e in entries(run) if e.type == j.IMAGE][-1], run.dir)
+    record = codec.decode([e for e in entries(run) if e.type == codec.IMAGE][-1], run.dir)
     return np.array(Image.open(record.path))
 
 
@@ -252,7 +254,7 @@ def test_pil_images_and_files(runs_dir: Path, tmp_path: Path) -> None:
         run.log_image("file", jpg)
         run.log_image("path-str", str(jpg))
         run.log_image("palette", palette)
-    images = [j.decode(e, run.dir) for e in entries(run) if e.type == j.IMAGE]
+    images = [codec.decode(e, run.dir) for e in entries(run) if e.type == codec.IMAGE]
     assert [(i.key, i.width, i.height) for i in images] == [
         ("pil", 9, 4), ("file", 8, 8), ("path-str", 8, 8), ("palette", 3, 3)]
     assert np.array(Image.open(images[0].path))[0, 0].tolist() == [10, 20, 30]
@@ -264,7 +266,7 @@ def test_torch_tensors(runs_dir: Path) -> None:
         run.log_image("t", torch.zeros(3, 4, 6))
         run.log_metrics({"loss": torch.tensor(0.5)}, step=0)
     assert _logged_image(run).shape == (4, 6, 3)
-    assert of_type(run, j.METRICS)[0]["values"] == {"loss": 0.5}
+    assert of_type(run, codec.METRICS)[0]["values"] == {"loss": 0.5}
 
 
 @pytest.mark.parametrize(
@@ -325,19 +327,19 @@ def test_symlinks_cannot_escape(runs_dir: Path, tmp_path: Path) -> None:
         next_seq = run._writer.next_seq
         (run.dir / "artifacts" / f"{next_seq:012d}").symlink_to(outside, target_is_directory=True)
         run.log_artifact(source, name="owned.txt")
-    copied = j.decode([e for e in entries(run) if e.type == j.ARTIFACT][0], run.dir).path
+    copied = codec.decode([e for e in entries(run) if e.type == codec.ARTIFACT][0], run.dir).path
     assert (copied / "weights.bin").read_text() == "w"
     assert not (copied / "leak").exists()
-    assert of_type(run, j.ARTIFACT)[0]["skipped_links"] == ["leak"]
+    assert of_type(run, codec.ARTIFACT)[0]["skipped_links"] == ["leak"]
     assert not (outside / "owned.txt").exists()
-    assert "escapes" in of_type(run, j.REJECTED)[0]["reason"]
+    assert "escapes" in of_type(run, codec.REJECTED)[0]["reason"]
 
 
 def test_missing_artifact_is_rejected(runs_dir: Path, tmp_path: Path) -> None:
     with loggerhub.init(project="p", dir=runs_dir) as run:
         with pytest.warns(LoggerhubWarning, match="no such file"):
             run.log_artifact(tmp_path / "missing.pt")
-    assert of_type(run, j.ARTIFACT) == []
+    assert of_type(run, codec.ARTIFACT) == []
 
 
 def test_rank_nonzero_logs_nothing(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -354,4 +356,4 @@ def test_truncated_image_file_is_rejected_not_raised(runs_dir: Path, tmp_path: P
     with loggerhub.init(project="p", dir=runs_dir) as run:
         with pytest.warns(LoggerhubWarning, match="cannot read image"):
             run.log_image("img", broken)
-    assert of_type(run, j.IMAGE) == [] and "cannot read image" in of_type(run, j.REJECTED)[0]["reason"]
+    assert of_type(run, codec.IMAGE) == [] and "cannot read image" in of_type(run, codec.REJECTED)[0]["reason"]

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import loggerhub
+from loggerhub import codec
 from loggerhub import journal as j
 from loggerhub.run import LoggerhubWarning
 
@@ -35,6 +36,7 @@ keys = st.one_of(
 scalars = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.integers(min_value=-(2**70), max_value=2**70),
+    st.just(10**400),  # OverflowError in float()
     st.booleans(),
     st.text(max_size=5),
     st.none(),
@@ -82,7 +84,7 @@ def call(journal: Journal, method: str, *args, **kwargs) -> j.Entry:
     entries = journal.new_entries()
     assert len(entries) == 1, (method, args, kwargs, entries)
     entry = entries[0]
-    if entry.type == j.REJECTED:
+    if entry.type == codec.REJECTED:
         assert entry.data["api"] == method and entry.data["reason"]
         assert [w for w in caught if issubclass(w.category, LoggerhubWarning)], "rejected without a warning"
     else:
@@ -91,11 +93,13 @@ def call(journal: Journal, method: str, *args, **kwargs) -> j.Entry:
 
 
 @SETTINGS
-@given(metrics=st.dictionaries(keys, scalars, max_size=4), step=steps)
+@given(metrics=st.one_of(st.dictionaries(keys, scalars, max_size=4), st.none(), st.integers(), st.lists(st.floats())),
+       step=steps)
 def test_log_metrics(tmp_path: Path, metrics: dict, step) -> None:
     journal = Journal(fresh(tmp_path))
     entry = call(journal, "log_metrics", metrics, step=step)
-    if entry.type == j.METRICS:
+    if entry.type == codec.METRICS:
+        assert isinstance(metrics, dict)
         assert 0 <= entry.data["step"] < 2**63
         assert set(entry.data["values"]) == set(metrics)
         for key, value in metrics.items():
@@ -114,7 +118,7 @@ def test_log_metrics(tmp_path: Path, metrics: dict, step) -> None:
 def test_log_params(tmp_path: Path, params: dict) -> None:
     journal = Journal(fresh(tmp_path))
     entry = call(journal, "log_params", params)
-    if entry.type == j.PARAMS:
+    if entry.type == codec.PARAMS:
         assert all(isinstance(k, str) and k for k in entry.data["params"])
     journal.close()
 
@@ -128,25 +132,29 @@ def test_log_params(tmp_path: Path, params: dict) -> None:
 def test_log_image_arrays(tmp_path: Path, image: np.ndarray) -> None:
     journal = Journal(fresh(tmp_path))
     entry = call(journal, "log_image", "img", image)
-    if entry.type == j.IMAGE:
-        record = j.decode(entry, journal.run.dir)
+    if entry.type == codec.IMAGE:
+        record = codec.decode(entry, journal.run.dir)
         assert record.png_bytes().startswith(b"\x89PNG")
         assert record.width >= 1 and record.height >= 1
     journal.close()
 
 
 @SETTINGS
-@given(boxes=st.lists(st.one_of(
+@given(boxes=st.one_of(st.lists(st.one_of(
     st.fixed_dictionaries({"box": st.lists(st.floats(), min_size=0, max_size=5)},
-                          optional={"label": st.text(max_size=4), "score": st.floats(),
-                                    "class_id": st.integers(-5, 5)}),
+                          optional={"label": st.text(max_size=4),
+                                    "score": st.one_of(st.floats(), st.text(max_size=3)),
+                                    "class_id": st.one_of(st.integers(-5, 5), st.floats())}),
+    st.builds(loggerhub.Box, st.one_of(st.floats(), st.text(max_size=2)), st.floats(), st.floats(), st.floats(),
+              score=st.one_of(st.none(), st.floats(), st.text(max_size=2)),
+              class_id=st.one_of(st.none(), st.integers(-3, 3), st.floats())),
     st.integers(), st.none(), st.text(max_size=3),
-), max_size=3))
+), max_size=3), st.integers(), st.text(max_size=3)))
 def test_log_image_boxes(tmp_path: Path, boxes: list) -> None:
     journal = Journal(fresh(tmp_path))
     entry = call(journal, "log_image", "img", np.zeros((4, 4), np.uint8), boxes=boxes)
-    if entry.type == j.IMAGE:
-        for box in j.decode(entry, journal.run.dir).boxes:
+    if entry.type == codec.IMAGE:
+        for box in codec.decode(entry, journal.run.dir).boxes:
             assert box.x0 <= box.x1 and box.y0 <= box.y1
     journal.close()
 
@@ -156,7 +164,7 @@ def test_log_image_boxes(tmp_path: Path, boxes: list) -> None:
 def test_log_text(tmp_path: Path, key, text, step) -> None:
     journal = Journal(fresh(tmp_path))
     entry = call(journal, "log_text", key, text, step=step)
-    if entry.type == j.TEXT:
+    if entry.type == codec.TEXT:
         assert entry.data["text"] == text
     journal.close()
 
@@ -177,18 +185,20 @@ def test_log_artifact(tmp_path: Path, name: str, kind: str, target: str) -> None
         source.symlink_to(tmp_path / "nowhere")
     journal = Journal(tmp_path / "runs")
     entry = call(journal, "log_artifact", source, name=name, kind=kind)
-    if entry.type == j.ARTIFACT:
+    if entry.type == codec.ARTIFACT:
         copy = (journal.run.dir / entry.data["file"]).resolve()
         assert copy.is_relative_to((journal.run.dir / "artifacts").resolve())
     journal.close()
 
 
 @SETTINGS
-@given(rows=st.lists(st.lists(scalars, max_size=3), max_size=3), columns=st.lists(st.text(max_size=3), max_size=3))
+@given(rows=st.one_of(st.lists(st.one_of(st.lists(scalars, max_size=3), st.integers()), max_size=3), st.integers(),
+                      st.none()),
+       columns=st.one_of(st.lists(st.text(max_size=3), max_size=3), st.integers()))
 def test_log_table(tmp_path: Path, rows: list, columns: list) -> None:
     journal = Journal(fresh(tmp_path))
     entry = call(journal, "log_table", "t", columns, rows)
-    if entry.type == j.TABLE:
+    if entry.type == codec.TABLE:
         assert all(len(row) == len(columns) for row in entry.data["rows"])
     journal.close()
 
@@ -206,5 +216,5 @@ def test_log_event(tmp_path: Path, phase: str, step, epoch) -> None:
 def test_log_figure_rejects_non_figures(tmp_path: Path, figure) -> None:
     journal = Journal(fresh(tmp_path))
     entry = call(journal, "log_figure", "f", figure)
-    assert entry.type == j.REJECTED
+    assert entry.type == codec.REJECTED
     journal.close()
