@@ -24,19 +24,68 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loggerhub import codec
 from loggerhub import journal as j
 from loggerhub._normalize import Redactor
-from loggerhub.plugins import BackendHooks, get_plugin_manager, resolve
-from loggerhub_hookspecs import MetricPoint, Rejected, RunInfo, Status
+from loggerhub.plugins import get_plugin_manager, resolve
+from loggerhub_hookspecs import MetricPoint, Phase, Rejected, RunError, RunInfo, Status, Unsupported
 
 BATCH_POINTS = 1000
 POLL_SECONDS = 0.05
 LIVENESS_SECONDS = 1.0
+
+
+#: Turns a journal entry into the keyword arguments of its hook.
+Decoder = Callable[[j.Entry, Path], dict[str, Any]]
+
+
+def _as(argument: str) -> Decoder:
+    def decode(entry: j.Entry, run_dir: Path) -> dict[str, Any]:
+        return {argument: codec.decode(entry, run_dir)}
+
+    return decode
+
+
+#: Delivery dispatch: record kind -> (hook, decoder). A record's kind is its journal type, except
+#: for lifecycle events, whose kind is their phase, since each phase has its own hook. The run
+#: records (run_start, run_resume, run_end) are the consumer's own: they open and close the
+#: tracker run rather than carry data, and are handled by :class:`Consumer` itself.
+DISPATCH: Mapping[str, tuple[str, Decoder]] = {
+    codec.PARAMS: ("loggerhub_log_params", _as("params")),
+    codec.METRICS: ("loggerhub_log_metrics", _as("points")),
+    codec.IMAGE: ("loggerhub_log_image", _as("image")),
+    codec.FIGURE: ("loggerhub_log_figure", _as("figure")),
+    codec.ARTIFACT: ("loggerhub_log_artifact", _as("artifact")),
+    codec.CHECKPOINT: ("loggerhub_checkpoint_saved", _as("checkpoint")),
+    codec.TEXT: ("loggerhub_log_text", _as("text")),
+    codec.TABLE: ("loggerhub_log_table", _as("table")),
+    **{phase.value: (f"loggerhub_{phase.value}", _as("event")) for phase in Phase},
+}
+
+
+def record_kind(entry: j.Entry) -> str:
+    """The entry's key in :data:`DISPATCH` (and in a consumer's ``skipped`` counts)."""
+    return str(entry.data.get("phase")) if entry.type == codec.EVENT else entry.type
+
+
+def supported_records(plugin: Any) -> frozenset[str]:
+    """The record kinds a plugin takes (``loggerhub backends`` shows them).
+
+    A kit plugin takes the kinds its session class overrides; this imports the session module,
+    and with it the tracker's client, as ``loggerhub_client_version`` does. Any other plugin takes
+    the kinds whose hook it implements.
+    """
+    from loggerhub_hookspecs.kit import TrackerPlugin
+
+    if isinstance(plugin, TrackerPlugin):
+        return type(plugin).session_class().supported_records()
+    pm = get_plugin_manager({"plugin": plugin})
+    return frozenset(kind for kind, (hook, _) in DISPATCH.items() if getattr(pm.hook, hook).get_hookimpls())
 
 
 class DeliveryBusy(RuntimeError):
@@ -49,12 +98,18 @@ class _Stopped(Exception):
 
 @dataclass
 class ConsumerStatus:
-    """What ``consumers/<name>.json`` holds: the delivered position and the plugin's state."""
+    """What ``consumers/<name>.json`` holds: the delivered position and the plugin's state.
+
+    ``skipped`` counts, by record kind, the records the tracker has no place for: the plugin does
+    not implement the kind's hook, or raised ``Unsupported``. Like ``delivered``, it counts metric
+    points, and records of every other kind.
+    """
 
     offset: int = -1
     state: dict[str, Any] | None = None
     delivered: int = 0
     rejected: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
     errors: int = 0
     last_error: str | None = None
     finished: bool = False
@@ -103,6 +158,9 @@ class Consumer:
         self._status_path = self.paths.consumer_file(backend)
         self.status = ConsumerStatus.load(self._status_path)
         self._attached = False
+        # Kept across the attempts of one run_start: a retried start sees what the failed one
+        # stored, and attaches to the tracker run it may have created.
+        self._start_state: dict[str, Any] = {}
         self._failing = False
         self._end_seq = -2
 
@@ -120,7 +178,7 @@ class Consumer:
                     f"another process is delivering {self.paths.root} to {self.backend}"
                 ) from None
             plugin = self._plugin if self._plugin is not None else resolve([self.backend])[0].load()
-            self._hooks = BackendHooks(get_plugin_manager({self.backend: plugin}), self.backend)
+            self._pm = get_plugin_manager({self.backend: plugin})
             self._commit(self.status.offset)
             try:
                 self._deliver_all()
@@ -155,82 +213,75 @@ class Consumer:
         points: list[MetricPoint] = []
         last_metric_seq = -1
         for entry in reader.entries(after=self.status.offset):
-            if entry.type == j.METRICS:
-                points.extend(j.metric_points(entry))
+            if entry.type == codec.METRICS:
+                points.extend(codec.metric_points(entry))
                 last_metric_seq = entry.seq
                 if len(points) >= BATCH_POINTS:
-                    self._deliver(last_metric_seq, self._metrics_call(points), count=len(points))
+                    self._deliver_points(last_metric_seq, points)
                     points = []
                 continue
             if points:
-                self._deliver(last_metric_seq, self._metrics_call(points), count=len(points))
+                self._deliver_points(last_metric_seq, points)
                 points = []
-            self._deliver(entry.seq, functools.partial(self._dispatch, entry), count=1)
+            self._deliver(entry.seq, functools.partial(self._dispatch, entry), kind=record_kind(entry), count=1)
         if points:
-            self._deliver(last_metric_seq, self._metrics_call(points), count=len(points))
+            self._deliver_points(last_metric_seq, points)
 
-    def _metrics_call(self, points: list[MetricPoint]) -> Callable[[], None]:
-        def call() -> None:
-            self._ensure_attached()
-            self._hooks.log_metrics(points)
-
-        return call
+    def _deliver_points(self, seq: int, points: list[MetricPoint]) -> None:
+        call = functools.partial(self._call, codec.METRICS, {"points": points})
+        self._deliver(seq, call, kind=codec.METRICS, count=len(points))
 
     def _dispatch(self, entry: j.Entry) -> None:
         kind = entry.type
-        if kind == j.REJECTED:
+        if kind == codec.REJECTED:
             return  # input loggerhub itself refused; it stays in the journal for the record
-        if kind == j.RUN_START:
-            if self.status.state is None:
-                state: dict[str, Any] = {}
-                self._hooks.run_start(self._run_info(), state)
-                self.status.state = state
-                self._attached = True
-                # Persist the tracker run's identity now: a retry of the config params below, or
-                # a crash, must re-attach to this tracker run rather than create another.
-                self._commit(self.status.offset)
-            else:
-                self._ensure_attached()
-            config = entry.data.get("config")
-            if config:
-                self._hooks.log_params(config)
-            return
-        if kind == j.RUN_RESUME:
+        if kind == codec.RUN_START:
+            self._start(entry)
+        elif kind == codec.RUN_RESUME:
             self._ensure_attached()
-            return
-        if kind == j.RUN_END:
+        elif kind == codec.RUN_END:
             # Even when the tracker refuses to end the run, this is the run's last record.
             self._end_seq = entry.seq
             self._ensure_attached()
-            self._hooks.run_end(self._run_info(), Status(entry.data["status"]), entry.data["ts"])
+            status, ended_at, error = codec.run_end(entry)
+            self._pm.hook.loggerhub_run_end(run=self._run_info(), status=status, ended_at=ended_at, error=error)
             self._attached = False
-            return
-        self._ensure_attached()
-        record = j.decode(entry, self.paths.root)
-        if kind == j.PARAMS:
-            self._hooks.log_params(record)
-        elif kind == j.IMAGE:
-            self._hooks.log_image(record)
-        elif kind == j.FIGURE:
-            self._hooks.log_figure(record)
-        elif kind == j.ARTIFACT:
-            self._hooks.log_artifact(record)
-        elif kind == j.CHECKPOINT:
-            self._hooks.checkpoint_saved(record)
-        elif kind == j.TEXT:
-            self._hooks.log_text(record)
-        elif kind == j.TABLE:
-            self._hooks.log_table(record)
-        elif kind == j.EVENT:
-            self._hooks.lifecycle(record)
+        elif record_kind(entry) in DISPATCH:
+            kind = record_kind(entry)
+            self._call(kind, DISPATCH[kind][1](entry, self.paths.root))
         else:
             raise Rejected(f"unknown journal record type {kind!r}")
+
+    def _call(self, kind: str, arguments: dict[str, Any]) -> None:
+        """Call the hook of ``kind``; Unsupported when the plugin does not implement it."""
+        hook = getattr(self._pm.hook, DISPATCH[kind][0])
+        if not hook.get_hookimpls():
+            raise Unsupported(f"{self.backend} does not implement {hook.name}")
+        self._ensure_attached()
+        hook(**arguments)
+
+    def _start(self, entry: j.Entry) -> None:
+        if self.status.state is None:
+            self._pm.hook.loggerhub_run_start(run=self._run_info(), state=self._start_state)
+            self.status.state = self._start_state
+            self._attached = True
+            # Persist the tracker run's identity now: a retry of the config params below, or
+            # a crash, must re-attach to this tracker run rather than create another.
+            self._commit(self.status.offset)
+        else:
+            self._ensure_attached()
+        config = entry.data.get("config")
+        if config:
+            try:
+                self._call(codec.PARAMS, {"params": config})
+            except Unsupported:
+                self._skip(codec.PARAMS, 1)
 
     def _ensure_attached(self) -> None:
         if self._attached:
             return
         state = self.status.state if self.status.state is not None else {}
-        self._hooks.run_resume(self._run_info(), state)
+        self._pm.hook.loggerhub_run_resume(run=self._run_info(), state=state)
         self.status.state = state
         self._attached = True
 
@@ -239,23 +290,27 @@ class Consumer:
         if not hasattr(self, "_info"):
             entries = j.JournalReader(self.paths.root).entries()
             first = next(entries)
-            if first.type != j.RUN_START:
+            if first.type != codec.RUN_START:
                 raise RuntimeError(f"{self.paths.root}: the journal does not start with run_start")
             options = dict(first.data.get("options", {}).get(self.backend, {}))
             for entry in entries:
-                if entry.type == j.RUN_RESUME:
+                if entry.type == codec.RUN_RESUME:
                     options.update(entry.data.get("options", {}).get(self.backend, {}))
             options.update(self._options or {})
-            self._info = j.run_info(first.data, self.paths.root, options)
+            self._info = codec.run_info(first.data, self.paths.root, options)
         return self._info
 
     # -- acknowledgement and retries ----------------------------------------------------------
 
-    def _deliver(self, seq: int, call: Callable[[], None], *, count: int) -> None:
+    def _deliver(self, seq: int, call: Callable[[], None], *, kind: str, count: int) -> None:
         attempt = 0
         while True:
             try:
                 call()
+                self.status.delivered += count
+                break
+            except Unsupported:
+                self._skip(kind, count)
                 break
             except Rejected as error:
                 self._file_rejected(seq, error)
@@ -272,7 +327,8 @@ class Consumer:
                         "-- retrying with backoff; training is not affected"
                     )
                 self._commit(self.status.offset)
-                delay = min(self._backoff[1], self._backoff[0] * 2 ** (attempt - 1))
+                # The exponent is capped: 2 ** 1100 is no float, and an outage may last that long.
+                delay = min(self._backoff[1], self._backoff[0] * 2 ** min(attempt - 1, 60))
                 delay *= random.uniform(0.75, 1.25)  # noqa: S311 - jitter, not cryptography
                 if self._deadline is not None:
                     delay = min(delay, max(0.0, self._deadline - time.monotonic()))
@@ -283,11 +339,13 @@ class Consumer:
         if self._failing:
             self._failing = False
             self._log(f"loggerhub[{self.backend}]: delivery recovered after {attempt} failed attempts")
-        self.status.delivered += count
         self.status.finished = seq == self._end_seq
         self._commit(seq)
         if self._progress is not None:
             self._progress(seq)
+
+    def _skip(self, kind: str, count: int) -> None:
+        self.status.skipped[kind] = self.status.skipped.get(kind, 0) + count
 
     def _file_rejected(self, seq: int, error: Exception) -> None:
         import json
@@ -360,22 +418,32 @@ def _advance(bar: Any, seq: int) -> None:
 
 
 def _end_if_crashed(paths: j.RunPaths) -> None:
+    """End a run whose logging process died without ending it: a run_end KILLED whose error
+    (type ``Crashed``) says what happened, written through the journal writer, which first cuts
+    off a line torn by the dying process."""
     open_run = False
     last_seq = -1
     for entry in j.JournalReader(paths.root).entries():
         last_seq = entry.seq
-        if entry.type in (j.RUN_START, j.RUN_RESUME):
+        if entry.type in (codec.RUN_START, codec.RUN_RESUME):
             open_run = True
-        elif entry.type == j.RUN_END:
+        elif entry.type == codec.RUN_END:
             open_run = False
     if not open_run:
         return
+    error = codec.error_fields(RunError(
+        "Crashed", "the logging process died without ending the run; ended by loggerhub sync"), Redactor())
     writer = j.JournalWriter(paths, last_seq + 1, 1.0, on_error=print)
-    writer.put((j.RUN_END, time.time(), {
-        "status": Status.KILLED.value,
-        "reason": "the logging process died without ending the run; ended by loggerhub sync",
-    }))
+    writer.put((codec.RUN_END, time.time(), codec.end_fields(Status.KILLED, error)))
     writer.close()
+    summary: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        import json
+
+        summary = json.loads(paths.summary.read_text(encoding="utf-8"))
+    summary.update(status=Status.KILLED.value, ended_at=time.time(), error=error)
+    with contextlib.suppress(OSError):
+        j.write_json_atomic(paths.summary, summary)
 
 
 # --------------------------------------------------------------------------- trainer side
@@ -396,20 +464,39 @@ def spawn(run_dir: Path, backend: str) -> Worker:
     return Worker(backend, process)
 
 
-def wait(workers: list[Worker], timeout: float) -> list[Worker]:
-    """Wait for workers to finish; stop those still running at the deadline and return them."""
+#: How long ``wait`` gives the late delivery processes, all at once, to stop after SIGTERM
+#: before it kills them.
+TERMINATE_GRACE = 5.0
+_TICK_SECONDS = 0.5
+
+
+def wait(workers: list[Worker], timeout: float, *, grace: float = TERMINATE_GRACE,
+         on_tick: Callable[[list[str]], None] | None = None) -> list[Worker]:
+    """Wait for workers to finish; stop those still running at the deadline and return them.
+
+    Returns within ``timeout + grace`` (plus the milliseconds it takes to reap killed
+    processes): at ``timeout`` the late workers are sent SIGTERM together and share one
+    ``grace`` to commit and exit; any still running then are killed (offsets are committed after
+    every batch, so nothing delivered is lost or sent twice).
+    ``on_tick(backends still running)`` is called about every 0.5 s while waiting.
+    """
     deadline = time.monotonic() + timeout
-    late = []
-    for worker in workers:
+    running = list(workers)
+    while running and time.monotonic() < deadline:
+        if on_tick is not None:
+            on_tick([w.backend for w in running])
         try:
-            worker.process.wait(max(0.0, deadline - time.monotonic()))
+            running[0].process.wait(max(0.0, min(deadline - time.monotonic(), _TICK_SECONDS)))
         except subprocess.TimeoutExpired:
-            late.append(worker)
+            pass
+        running = [w for w in running if w.process.poll() is None]
+    late = [w for w in workers if w.process.poll() is None]
     for worker in late:
         worker.process.terminate()
+    end = time.monotonic() + grace
     for worker in late:
         try:
-            worker.process.wait(5)
+            worker.process.wait(max(0.0, end - time.monotonic()))
         except subprocess.TimeoutExpired:
             worker.process.kill()  # a client hung inside a call; its offset is already committed
             worker.process.wait()

@@ -3,7 +3,8 @@
 It is a real plugin: tests install it as a distribution with an entry point (see conftest.py), so
 the delivery process finds it the way it finds any tracker. Calls are appended as JSON lines to
 the file named by the ``record_to`` option, because delivery runs in another process. The
-``fail`` option makes chosen hooks raise, to exercise retries and isolation.
+``fail`` option makes chosen hooks raise, to exercise retries and isolation, or say
+``Unsupported``, as a tracker without a place for that kind of record does.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from loggerhub_hookspecs import Rejected, hookimpl, specs
+from loggerhub_hookspecs import Rejected, Unsupported, hookimpl, specs
 
 HOOK_NAMES = sorted(name for name in dir(specs) if name.startswith("loggerhub_"))
 
@@ -42,6 +43,8 @@ class RecordingPlugin:
         mode = self.fail.get(hook)
         if mode == "reject":
             raise Rejected(f"{hook} refused by the test")
+        if mode == "unsupported":
+            raise Unsupported(hook)
         if mode == "always":
             raise ConnectionError(f"{hook}: tracker unreachable (token=sk-test-secret-123456)")
         if isinstance(mode, int) and mode > 0:

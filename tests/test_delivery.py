@@ -9,14 +9,18 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from recording_plugin import HOOK_NAMES, RecordingPlugin, read_calls
 
 import loggerhub
+from loggerhub import codec
 from loggerhub import journal as j
-from loggerhub.delivery import Consumer, ConsumerStatus, sync
+from loggerhub.delivery import DISPATCH, Consumer, ConsumerStatus, supported_records, sync
+from loggerhub_hookspecs import ImageRecord, MetricPoint, Phase, RunInfo, Status, Unsupported, hookimpl
 
 
 def _full_scenario(run, tmp_path: Path) -> None:
@@ -169,7 +173,7 @@ def test_sync_after_sigkill_delivers_everything_once(plugin_site: Path, runs_dir
     process.send_signal(signal.SIGKILL)
     process.wait()
     run_dir = next((runs_dir / "p").iterdir())
-    journaled = [e.data["step"] for e in j.JournalReader(run_dir).entries() if e.type == j.METRICS]
+    journaled = [e.data["step"] for e in j.JournalReader(run_dir).entries() if e.type == codec.METRICS]
     assert len(journaled) >= 3000 and journaled == list(range(len(journaled)))
     # The orphaned delivery process notices the dead trainer and stops by itself.
     deadline = time.time() + 20
@@ -245,7 +249,7 @@ def test_logging_from_threads_is_safe(runs_dir: Path) -> None:
             thread.start()
         for thread in threads:
             thread.join()
-    records = [e for e in j.JournalReader(run.dir).entries() if e.type == j.METRICS]
+    records = [e for e in j.JournalReader(run.dir).entries() if e.type == codec.METRICS]
     assert len(records) == 8000
     assert sorted(r.data["step"] for r in records) == list(range(8000))  # auto steps never collide
 
@@ -265,7 +269,7 @@ def test_fork_neither_deadlocks_nor_duplicates(runs_dir: Path) -> None:
             os._exit(0)
         _, code = os.waitpid(pid, 0)
         assert code == 0
-    metrics = [e.data["values"] for e in j.JournalReader(run.dir).entries() if e.type == j.METRICS]
+    metrics = [e.data["values"] for e in j.JournalReader(run.dir).entries() if e.type == codec.METRICS]
     assert metrics == [{"before_fork": 1.0}]
     assert [e.type for e in j.JournalReader(run.dir).entries()].count("run_end") == 1
 
@@ -290,7 +294,92 @@ def test_sigterm_ends_the_run_killed_and_drained(plugin_site: Path, runs_dir: Pa
     run_dir = next((runs_dir / "p").iterdir())
     entries = list(j.JournalReader(run_dir).entries())
     assert entries[-1].type == "run_end" and entries[-1].data["status"] == "KILLED"
-    journaled = sum(1 for e in entries if e.type == j.METRICS)
+    journaled = sum(1 for e in entries if e.type == codec.METRICS)
     calls = read_calls(calls_file)
     assert sum(len(c["points"]) for c in calls if c["hook"] == "loggerhub_log_metrics") == journaled
     assert calls[-1] == {"hook": "loggerhub_run_end", "status": "KILLED"}
+
+
+def test_every_journal_record_type_has_one_route() -> None:
+    """The dispatch table covers every data and lifecycle record the codec knows."""
+    run_records = {codec.RUN_START, codec.RUN_RESUME, codec.RUN_END, codec.REJECTED, codec.EVENT}
+    record_types = {value for name, value in vars(codec).items() if name.isupper() and isinstance(value, str)}
+    phases = {phase.value for phase in Phase}
+    assert set(DISPATCH) == (record_types - run_records) | phases
+
+
+class TextlessPlugin:
+    """A real, minimal tracker: a list of what it stored. It has no hook for texts, tables or
+    lifecycle events, and takes images only without boxes."""
+
+    def __init__(self) -> None:
+        self.stored: list[tuple[str, Any]] = []
+
+    @hookimpl
+    def loggerhub_run_start(self, run: RunInfo, state: dict[str, Any]) -> None:
+        self.stored.append(("start", run.run_id))
+
+    @hookimpl
+    def loggerhub_log_params(self, params: Mapping[str, Any]) -> None:
+        self.stored.append(("params", dict(params)))
+
+    @hookimpl
+    def loggerhub_log_metrics(self, points: Sequence[MetricPoint]) -> None:
+        self.stored.extend(("metric", (p.key, p.step)) for p in points)
+
+    @hookimpl
+    def loggerhub_log_image(self, image: ImageRecord) -> None:
+        if image.boxes:
+            raise Unsupported("boxes")
+        self.stored.append(("image", image.key))
+
+    @hookimpl
+    def loggerhub_run_end(self, run: RunInfo, status: Status) -> None:
+        self.stored.append(("end", status.value))
+
+
+def test_a_kind_without_a_hook_is_counted_as_skipped_not_delivered(runs_dir: Path) -> None:
+    with loggerhub.init(project="p", dir=runs_dir, config={"lr": 0.1}) as run:
+        run.log_event("epoch_start", epoch=0)
+        run.log_metrics({"x": 1.0, "y": 2.0}, step=0)
+        run.log_text("t", "dropped by this tracker")
+        run.log_text("t", "and again")
+        run.log_table("tab", ["a"], [[1]])
+        run.log_image("plain", np.zeros((4, 4), np.uint8))
+        run.log_image("boxed", np.zeros((4, 4), np.uint8), boxes=[{"box": [0, 0, 1, 1]}])
+        run.log_event("epoch_end", epoch=0)
+    plugin = TextlessPlugin()
+    status = Consumer(run.dir, "textless", plugin=plugin, log=lambda m: None).run()
+    assert status.skipped == {"epoch_start": 1, "text": 2, "table": 1, "image": 1, "epoch_end": 1}
+    assert status.delivered == 2 + 1 + 2  # points, the plain image, run_start and run_end: no skip
+    assert status.errors == 0 and status.rejected == 0 and status.finished
+    assert plugin.stored == [("start", run.id), ("params", {"lr": 0.1}), ("metric", ("x", 0)),
+                             ("metric", ("y", 0)), ("image", "plain"), ("end", "FINISHED")]
+    stored = ConsumerStatus.load(run.dir / "consumers" / "textless.json")
+    assert stored.skipped == status.skipped
+    assert supported_records(plugin) == {"params", "metrics", "image"}
+
+
+def test_skipped_kinds_show_in_the_run_summary(plugin_site: Path, runs_dir: Path, tmp_path: Path, capfd) -> None:
+    options = {"recorder": {"record_to": str(tmp_path / "calls.jsonl"),
+                            "fail": {"loggerhub_log_text": "unsupported", "loggerhub_log_table": "unsupported"}}}
+    with loggerhub.init(project="p", dir=runs_dir, backends=["recorder"], options=options) as run:
+        run.log_text("t", "a")
+        run.log_text("t", "b")
+        run.log_table("tab", ["a"], [[1]])
+        run.log_metrics({"x": 1.0}, step=0)
+    report = run.summary["trackers"]["recorder"]
+    assert report["skipped"] == {"text": 2, "table": 1} and report["undelivered"] == 0
+    assert "loggerhub: recorder: skipped records it has no place for: table 1, text 2" in capfd.readouterr().err
+
+
+def test_a_very_long_outage_keeps_retrying(runs_dir: Path) -> None:
+    """The 1,030th retry (over 8 hours at the 30 s backoff) must not overflow the backoff computation."""
+    with loggerhub.init(project="p", dir=runs_dir) as run:
+        run.log_metrics({"x": 1.0}, step=0)
+    plugin = RecordingPlugin()
+    original = plugin._configure
+    plugin._configure = lambda info: (original(info), setattr(plugin, "fail", {"loggerhub_log_metrics": 1030}))
+    status = Consumer(run.dir, "recorder", plugin=plugin, backoff=(1e-9, 1e-9), log=lambda m: None).run()
+    assert status.errors == 1030 and status.finished
+    assert [h for h, _ in plugin.calls] == ["loggerhub_run_start", "loggerhub_log_metrics", "loggerhub_run_end"]

@@ -15,11 +15,13 @@ from loggerhub_hookspecs.records import (
     ParamValue,
     Phase,
     Rejected,
+    RunError,
     RunInfo,
     Status,
     TableRecord,
     TableRole,
     TextRecord,
+    Unsupported,
 )
 
 #: The pluggy project name, and the entry-point group plugins register under.
@@ -28,7 +30,7 @@ PROJECT_NAME = "loggerhub"
 #: Decorates a plugin's hook implementations.
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "PROJECT_NAME",
@@ -42,10 +44,12 @@ __all__ = [
     "ParamValue",
     "Phase",
     "Rejected",
+    "RunError",
     "RunInfo",
     "Status",
     "TableRecord",
     "TableRole",
     "TextRecord",
+    "Unsupported",
     "hookimpl",
 ]

@@ -39,6 +39,15 @@ class ArtifactKind(str, enum.Enum):
     FILE = "file"
 
 
+class Unsupported(Exception):
+    """Raised by a plugin for a kind of record its tracker has no place for.
+
+    The delivery worker counts the record as skipped for that tracker, by kind, and goes on: the
+    count shows in the run's summary, in ``loggerhub show`` and (per backend) in
+    ``loggerhub backends``. The record stays in the journal.
+    """
+
+
 class Rejected(Exception):
     """Raised by a plugin when its tracker can never accept a record.
 
@@ -71,6 +80,20 @@ class RunInfo:
     started_at: float
     tags: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunError:
+    """Why a run ended FAILED or KILLED, as journaled when it ended.
+
+    :param type: the exception's class name (``ValueError``), or a cause such as ``Crashed``.
+    :param message: the exception's message, with secrets redacted.
+    :param traceback: the last frames of the traceback, short and redacted; may be empty.
+    """
+
+    type: str
+    message: str
+    traceback: str = ""
 
 
 @dataclass(frozen=True, slots=True)

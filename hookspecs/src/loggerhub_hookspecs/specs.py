@@ -10,8 +10,16 @@ Calling rules shared by every hook below:
 * A hook that returns normally has delivered its record: the worker commits the journal offset.
 * A hook that raises :class:`~loggerhub_hookspecs.records.Rejected` refuses the record for good;
   the worker files it beside the journal and goes on.
+* A hook that raises :class:`~loggerhub_hookspecs.records.Unsupported`, or that the plugin does
+  not implement, skips the record: the tracker has no place for that kind. The worker counts it,
+  by kind, as skipped for that tracker (shown in the run summary, ``loggerhub show`` and, per
+  backend, ``loggerhub backends``) and goes on; it is never counted as delivered.
 * Any other exception is transient: the worker retries the same call with backoff. A hook must
-  therefore tolerate being called again with the same record.
+  therefore tolerate being called again with the same record, and a record delivered just before
+  a crash (after the hook returned, before the offset was committed) is delivered again.
+
+The optional plugin kit, ``loggerhub_hookspecs.kit``, implements every hook once on top of a
+typed session class and applies these rules for you.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from loggerhub_hookspecs.records import (
     LifecycleEvent,
     MetricPoint,
     ParamValue,
+    RunError,
     RunInfo,
     Status,
     TableRecord,
@@ -89,18 +98,23 @@ def loggerhub_run_resume(run: RunInfo, state: dict[str, Any]) -> None:
 
 
 @hookspec
-def loggerhub_run_end(run: RunInfo, status: Status, ended_at: float) -> None:
+def loggerhub_run_end(run: RunInfo, status: Status, ended_at: float, error: RunError | None) -> None:
     """Close the tracker run with its final status.
 
     :param run: the run being delivered.
     :param status: FINISHED, FAILED or KILLED.
     :param ended_at: wall time the run ended, seconds since the epoch (not the delivery time:
-        ``loggerhub sync`` may deliver it much later).
+        ``loggerhub sync`` may deliver it much later). A tracker that stores an end time stores
+        this one.
+    :param error: why the run FAILED or was KILLED, when loggerhub knows: the exception type, its
+        redacted message and a short traceback. A tracker with a place for it (a tag, a field, a
+        text) stores it there.
 
     Called once, after every other record of the run was delivered; the plugin flushes and closes
     its client here. A resumed run may start again afterwards.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 ``error``.
     """
 
 
@@ -117,6 +131,10 @@ def loggerhub_train_start(event: LifecycleEvent) -> None:
 
     Called at most once per training, in journal order with the data hooks.
 
+    A lifecycle boundary is a record like any other: a tracker with no place for it does not
+    implement this hook (the record is counted as skipped); the kit routes every boundary to
+    ``TrackerSession.on_event``.
+
     .. versionadded:: 0.1
     """
 
@@ -128,6 +146,10 @@ def loggerhub_train_end(event: LifecycleEvent) -> None:
     :param event: the boundary, with the last step.
 
     Called at most once per training, after the last epoch's records.
+
+    A lifecycle boundary is a record like any other: a tracker with no place for it does not
+    implement this hook (the record is counted as skipped); the kit routes every boundary to
+    ``TrackerSession.on_event``.
 
     .. versionadded:: 0.1
     """
@@ -141,6 +163,10 @@ def loggerhub_epoch_start(event: LifecycleEvent) -> None:
 
     Called once per epoch, before the epoch's records.
 
+    A lifecycle boundary is a record like any other: a tracker with no place for it does not
+    implement this hook (the record is counted as skipped); the kit routes every boundary to
+    ``TrackerSession.on_event``.
+
     .. versionadded:: 0.1
     """
 
@@ -152,6 +178,10 @@ def loggerhub_epoch_end(event: LifecycleEvent) -> None:
     :param event: the boundary; ``event.epoch`` is the epoch that ended.
 
     Called once per epoch, after every record the epoch logged.
+
+    A lifecycle boundary is a record like any other: a tracker with no place for it does not
+    implement this hook (the record is counted as skipped); the kit routes every boundary to
+    ``TrackerSession.on_event``.
 
     .. versionadded:: 0.1
     """
@@ -165,6 +195,10 @@ def loggerhub_step_start(event: LifecycleEvent) -> None:
 
     Only trainers that report step boundaries call it; a tracker rarely needs it.
 
+    A lifecycle boundary is a record like any other: a tracker with no place for it does not
+    implement this hook (the record is counted as skipped); the kit routes every boundary to
+    ``TrackerSession.on_event``.
+
     .. versionadded:: 0.1
     """
 
@@ -177,6 +211,10 @@ def loggerhub_step_end(event: LifecycleEvent) -> None:
 
     Called after the step's metrics; only trainers that report step boundaries call it.
 
+    A lifecycle boundary is a record like any other: a tracker with no place for it does not
+    implement this hook (the record is counted as skipped); the kit routes every boundary to
+    ``TrackerSession.on_event``.
+
     .. versionadded:: 0.1
     """
 
@@ -188,6 +226,10 @@ def loggerhub_validation_end(event: LifecycleEvent) -> None:
     :param event: the boundary, with the step validated at.
 
     Called once per validation pass, after its metrics and images.
+
+    A lifecycle boundary is a record like any other: a tracker with no place for it does not
+    implement this hook (the record is counted as skipped); the kit routes every boundary to
+    ``TrackerSession.on_event``.
 
     .. versionadded:: 0.1
     """
