@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from loggerhub_comet._session import import_comet
 from loggerhub_comet.keys import to_tracker
-from loggerhub_comet.offline import iter_messages, read_offline_dir
+from loggerhub_comet.offline import iter_messages, read_offline_dir, read_offline_zip
 
 from loggerhub.testing.conformance import (
     CONFUSION_LABELS,
@@ -33,6 +33,10 @@ def comet_experiment(run: DeliveredRun, options: Mapping[str, Any]) -> dict[str,
 
 def view_of(experiment: dict[str, Any]) -> TrackerView:
     view = TrackerView(status=experiment["others"].get("status"))
+    # The last archive is the one run_end wrote: its end time, and Comet's own error message.
+    last = read_offline_zip(experiment["parts"][-1])["experiment"]
+    view.ended_at = last["stop_time"] / 1000
+    view.error = last.get("customer_error_message")
     view.params = {name: str(value) for name, value in experiment["params"].items()}
     view.metrics = {name: [(p["step"], p["value"]) for p in points]
                     for name, points in experiment["metrics"].items()}
@@ -59,6 +63,8 @@ def view_of(experiment: dict[str, Any]) -> TrackerView:
 
 class TestCometConformance(BackendConformance):
     backend = "comet"
+    # README, "Delivery guarantees": a record delivered again goes into the next archive too.
+    redelivery = "at-least-once"
 
     def options(self, tmp_path: Path) -> dict[str, Any]:
         return {"online": False, "offline_dir": str(tmp_path / "comet-offline")}
@@ -153,3 +159,36 @@ class TestCometConformance(BackendConformance):
             statuses = [m["payload"]["value"] for m in iter_messages(archive)
                         if m["type"] == "log_other" and m["payload"]["key"] == "status"]
         assert statuses == ["RUNNING", "FINISHED"]
+
+    def test_a_failed_run_says_why(self, tmp_path: Path) -> None:
+        import loggerhub
+
+        options = self.options(tmp_path)
+        try:
+            with loggerhub.init(project="conformance", name="boom", dir=tmp_path / "runs", backends=["comet"],
+                                options={"comet": options}, drain_timeout=120) as run:
+                run.log_metrics({"x": 1.0}, step=0)
+                explode("loss diverged")
+        except FloatingPointError:
+            pass
+        (experiment,) = read_offline_dir(options["offline_dir"]).values()
+        others = experiment["others"]
+        assert (others["status"], others["error_type"], others["error_message"]) == (
+            "FAILED", "FloatingPointError", "loss diverged")
+        meta = experiment["experiment"]
+        # Comet's own failure report, which `comet upload` sends as the experiment's error.
+        assert meta["customer_error_reported"] is True
+        assert meta["customer_error_message"] == "FloatingPointError: loss diverged"
+        (trace,) = [u for u in experiment["uploads"] if u["metadata"].get("loggerhub") == "traceback"]
+        from loggerhub_comet.offline import read_member
+
+        assert "in explode" in read_member(trace["archive"], trace["member"]).decode("utf-8")
+        from loggerhub import codec
+        from loggerhub.journal import JournalReader
+
+        [end] = [e for e in JournalReader(run.dir).entries() if e.type == codec.RUN_END]
+        assert meta["stop_time"] == round(codec.run_end(end)[1] * 1000)
+
+
+def explode(message: str) -> None:
+    raise FloatingPointError(message)

@@ -107,19 +107,21 @@ def test_api_key_never_reaches_state_archive_or_logs(tmp_path: Path, monkeypatch
     assert secret not in out + err
 
 
-def test_a_retried_start_reuses_the_open_experiment(tmp_path: Path) -> None:
+def test_a_retried_start_stays_in_the_same_experiment(tmp_path: Path) -> None:
+    # The kit opens a start retried after a failure with the state the failed attempt filled,
+    # as a resume: the first session's archive is closed, the second appends to the same key.
     backend = CometBackend()
     run = RunInfo(run_id="retry-run", project="retry", name="retry", dir=tmp_path, config={},
                   started_at=0.0, options=options(tmp_path))
-    first: dict[str, Any] = {}
-    second: dict[str, Any] = {}
-    backend.loggerhub_run_start(run=run, state=first)
-    backend.loggerhub_run_start(run=run, state=second)
-    backend.loggerhub_run_end(run=run, status=Status.FAILED)
-    assert first == second
+    state: dict[str, Any] = {}
+    backend.loggerhub_run_start(run=run, state=state)
+    first = dict(state)
+    backend.loggerhub_run_start(run=run, state=state)
+    backend.loggerhub_run_end(run=run, status=Status.FAILED, ended_at=1.7e9, error=None)
+    assert state == first
     experiments = read_offline_dir(tmp_path / "comet")
     assert list(experiments) == [first["experiment_key"]]
-    assert len(experiments[first["experiment_key"]]["parts"]) == 1
+    assert len(experiments[first["experiment_key"]]["parts"]) == 2
     assert experiments[first["experiment_key"]]["others"]["status"] == "FAILED"
 
 

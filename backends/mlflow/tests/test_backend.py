@@ -13,13 +13,14 @@ from typing import Any
 import numpy as np
 import pytest
 from loggerhub_mlflow import MlflowBackend
+from loggerhub_mlflow._backend import MlflowSession
 from loggerhub_mlflow.testing import MlflowServer, read_back
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
 import loggerhub
 from loggerhub.delivery import ConsumerStatus
-from loggerhub_hookspecs import Box, ImageRecord, MetricPoint, Rejected, RunInfo
+from loggerhub_hookspecs import Box, ImageRecord, MetricPoint, Rejected, RunError, RunInfo, Status
 
 
 def run_info(tmp_path: Path, options: dict[str, Any], **fields: Any) -> RunInfo:
@@ -85,8 +86,9 @@ def test_an_image_redelivered_after_a_failure_is_stored_once(
     assert len(stored) == 2  # the PNG and MLflow's compressed preview
     stored[0 if stored[0].suffix == ".webp" else 1].unlink()  # the first attempt died half-way
 
-    assert plugin._run is not None
-    plugin._run.in_doubt = True  # what a failed call sets
+    session = plugin.session
+    assert isinstance(session, MlflowSession)
+    session.in_doubt = True  # what a failed call sets
     plugin.loggerhub_log_image(image=record)
     replay = MlflowBackend()  # a later delivery process, replaying the record once more
     replay.loggerhub_run_resume(run=info, state=dict(state))
@@ -166,8 +168,11 @@ def test_resume_continues_the_same_mlflow_run(tmp_path: Path, mlflow_server: Mlf
 
 @pytest.mark.parametrize("where", ["default", "directory", "sqlite"])
 def test_local_stores_keep_runs_and_artifacts_together(
-    tmp_path: Path, where: str, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path, where: str, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A working directory of the test's own (the delivery process inherits it), so that MLflow's
+    # defaults, ./mlruns and ./mlflow.db, would show there and nothing else puts them there.
+    monkeypatch.chdir(tmp_path)
     store = tmp_path / "store"
     options = {"directory": {"tracking_uri": str(store)},
                "sqlite": {"tracking_uri": f"sqlite:///{store / 'runs.db'}"}}.get(where, {})
@@ -286,3 +291,120 @@ def test_the_test_server_kills_all_its_processes(tmp_path: Path) -> None:
     while living_members(group) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert living_members(group) == []
+
+
+# --------------------------------------------------------------------------- end time and failure
+
+
+def test_the_end_time_is_the_journals_not_the_deliverys(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+    """Defect 11: ``loggerhub sync`` may deliver the end long after the run ended."""
+    plugin, info, state = started(tmp_path, mlflow_server)
+    ended_at = 1_600_000_000.123  # long before this delivery
+    plugin.loggerhub_run_end(run=info, status=Status.FINISHED, ended_at=ended_at, error=None)
+    run = MlflowClient(mlflow_server.uri).get_run(state["run_id"])
+    assert (run.info.status, run.info.end_time) == ("FINISHED", 1_600_000_000_123)
+
+
+def test_a_failed_run_says_why_in_its_tags(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+    """Defect 14: the failure's type, message and traceback are tags of the MLflow run; a later
+    end without a failure removes them."""
+    plugin, info, state = started(tmp_path, mlflow_server)
+    error = RunError("FloatingPointError", "loss diverged: " + "x" * 9000,
+                     'Traceback (most recent call last):\n  File "train.py", line 9\nFloatingPointError')
+    plugin.loggerhub_run_end(run=info, status=Status.FAILED, ended_at=time.time(), error=error)
+    client = MlflowClient(mlflow_server.uri)
+    run = client.get_run(state["run_id"])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["loggerhub.error.type"] == "FloatingPointError"
+    assert run.data.tags["loggerhub.error.message"] == error.message[:8000]
+    assert run.data.tags["loggerhub.error.traceback"] == error.traceback
+    assert read_back(mlflow_server.uri, state["run_id"]).error == "FloatingPointError: " + error.message[:8000]
+
+    resumed = MlflowBackend()  # the run is resumed, and this time it finishes
+    resumed.loggerhub_run_resume(run=info, state=dict(state))
+    resumed.loggerhub_run_end(run=info, status=Status.FINISHED, ended_at=time.time(), error=None)
+    run = client.get_run(state["run_id"])
+    assert run.info.status == "FINISHED"
+    assert not [name for name in run.data.tags if name.startswith("loggerhub.error")]
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def test_mlflow_environment_variables_choose_server_and_experiment(
+    tmp_path: Path, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 10: with no loggerhub option, MLflow's own variables decide; the token they carry is
+    used by the client and stored nowhere."""
+    experiment = f"from-env-{secrets.token_hex(3)}"
+    token = f"lh-test-token-{secrets.token_hex(8)}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)  # the delivery process inherits these
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", token)
+    with loggerhub.init(project="env", dir=tmp_path, backends=["mlflow"], drain_timeout=120) as run:
+        run.log_metrics({"loss": 1.0}, step=0)
+    assert run.summary["trackers"]["mlflow"]["undelivered"] == 0
+    state = mlflow_state(run)
+    client = MlflowClient(mlflow_server.uri)
+    assert client.get_experiment(state["experiment_id"]).name == experiment
+    assert client.get_run(state["run_id"]).data.metrics == {"loss": 1.0}
+    assert state["tracking_uri"] == mlflow_server.uri
+    for path in run.dir.rglob("*"):
+        assert not path.is_file() or token.encode() not in path.read_bytes(), path
+
+
+def test_loggerhub_options_win_over_mlflow_environment_variables(
+    tmp_path: Path, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "not-this-one")
+    experiment = f"from-option-{secrets.token_hex(3)}"
+    options = {"mlflow": {"tracking_uri": mlflow_server.uri, "experiment": experiment}}
+    with loggerhub.init(project="env", dir=tmp_path, backends=["mlflow"], options=options,
+                        drain_timeout=120) as run:
+        run.log_metrics({"loss": 1.0}, step=0)
+    assert run.summary["trackers"]["mlflow"]["undelivered"] == 0
+    state = mlflow_state(run)
+    assert MlflowClient(mlflow_server.uri).get_experiment(state["experiment_id"]).name == experiment
+
+
+def test_mlflow_experiment_id_is_honoured(
+    tmp_path: Path, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = MlflowClient(mlflow_server.uri)
+    experiment_id = client.create_experiment(f"by-id-{secrets.token_hex(3)}")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment_id)
+    plugin, _, state = started(tmp_path, mlflow_server)
+    assert state["experiment_id"] == experiment_id
+    assert client.get_run(state["run_id"]).info.experiment_id == experiment_id
+
+
+def test_a_later_delivery_stays_where_the_run_is(
+    tmp_path: Path, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``loggerhub sync`` from a shell whose MLFLOW_TRACKING_URI names another server continues
+    the run where it started (the URI in the state), not on that server."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    info = run_info(tmp_path, {})
+    state: dict[str, Any] = {}
+    MlflowBackend().loggerhub_run_start(run=info, state=state)
+    assert state["tracking_uri"] == mlflow_server.uri
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    later = MlflowBackend()
+    later.loggerhub_run_resume(run=info, state=dict(state))
+    later.loggerhub_log_metrics(points=[MetricPoint("loss", 0.5, 3, time.time())])
+    assert MlflowClient(mlflow_server.uri).get_run(state["run_id"]).data.metrics == {"loss": 0.5}
+
+
+def test_a_run_moved_by_the_tracking_uri_option_is_found_by_its_loggerhub_id(
+    tmp_path: Path, mlflow_server: MlflowServer
+) -> None:
+    """The state's run id belongs to the store the state names: when the option now names another
+    store, the run there is found through its ``loggerhub.run_id`` tag (or created)."""
+    info = run_info(tmp_path, {"tracking_uri": mlflow_server.uri})
+    state: dict[str, Any] = {}
+    MlflowBackend().loggerhub_run_start(run=info, state=state)
+    elsewhere = {**state, "run_id": "0" * 32, "tracking_uri": f"sqlite:///{tmp_path / 'old.db'}"}
+    moved = MlflowBackend()
+    moved.loggerhub_run_resume(run=info, state=elsewhere)
+    assert elsewhere["run_id"] == state["run_id"] and elsewhere["tracking_uri"] == mlflow_server.uri

@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 from loggerhub_neptune import NeptuneBackend, offline
-from loggerhub_neptune._session import Settings, custom_run_id
+from loggerhub_neptune._session import NeptuneSession, Settings, custom_run_id
 
 from loggerhub_hookspecs import (
     ArtifactKind,
     ArtifactRecord,
+    Box,
+    ImageRecord,
     MetricPoint,
     Rejected,
     RunInfo,
@@ -29,6 +31,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+END = 1.7e9 + 3600.0
+
+
 def info(tmp_path: Path, run_id: str = "run-1", **options: Any) -> RunInfo:
     return RunInfo(run_id=run_id, project="p", name="direct", dir=tmp_path, config={}, started_at=0.0,
                    options={"mode": "offline", "data_dir": str(tmp_path / "neptune"), **options})
@@ -39,7 +44,7 @@ def backend(tmp_path: Path) -> Iterator[NeptuneBackend]:
     plugin = NeptuneBackend()
     plugin.loggerhub_run_start(run=info(tmp_path), state={})
     yield plugin
-    plugin.loggerhub_run_end(run=info(tmp_path), status=Status.FINISHED)
+    plugin.loggerhub_run_end(run=info(tmp_path), status=Status.FINISHED, ended_at=END, error=None)
 
 
 def fields(tmp_path: Path) -> dict[str, dict[str, Any]]:
@@ -101,8 +106,9 @@ def test_long_text_is_kept_whole_in_a_file(backend: NeptuneBackend, tmp_path: Pa
 
 def test_a_retried_hook_does_not_append_twice(backend: NeptuneBackend, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    session = backend._live()
-    real_wait = session.run.wait
+    session = backend.session
+    assert isinstance(session, NeptuneSession)
+    real_wait = session.neptune_run.wait
     calls = {"n": 0}
 
     def flaky_wait(**kwargs: Any) -> None:
@@ -111,7 +117,7 @@ def test_a_retried_hook_does_not_append_twice(backend: NeptuneBackend, tmp_path:
             raise OSError("disk full")
         real_wait(**kwargs)
 
-    monkeypatch.setattr(session.run, "wait", flaky_wait)
+    monkeypatch.setattr(session.neptune_run, "wait", flaky_wait)
     points = [point("loss", 1.0, 0), point("loss", 0.5, 1), point("nan", float("nan"), 0)]
     with pytest.raises(OSError):
         backend.loggerhub_log_metrics(points=points)
@@ -122,15 +128,20 @@ def test_a_retried_hook_does_not_append_twice(backend: NeptuneBackend, tmp_path:
     assert [v["value"] for v in stored["loggerhub/nonfinite/nan"]["values"]] == ["nan"]
 
 
-def test_a_retried_start_reuses_the_run(tmp_path: Path) -> None:
+def test_a_start_retried_with_its_state_continues_the_run(tmp_path: Path) -> None:
+    # The kit opens a start retried after a failure with the state the failed attempt filled, as
+    # a resume; an offline run cannot be reopened, so the retry writes part 2 of the same run.
     plugin = NeptuneBackend()
-    first: dict[str, Any] = {}
-    second: dict[str, Any] = {}
-    plugin.loggerhub_run_start(run=info(tmp_path), state=first)
-    plugin.loggerhub_run_start(run=info(tmp_path), state=second)
-    plugin.loggerhub_run_end(run=info(tmp_path), status=Status.FINISHED)
-    assert first == second and len(first["parts"]) == 1
-    assert len(offline.find_containers(tmp_path / "neptune")) == 1
+    state: dict[str, Any] = {}
+    plugin.loggerhub_run_start(run=info(tmp_path), state=state)
+    first = dict(state)
+    plugin.loggerhub_run_start(run=info(tmp_path), state=state)
+    plugin.loggerhub_log_metrics(points=[point("x", 1.0, 0)])
+    plugin.loggerhub_run_end(run=info(tmp_path), status=Status.FINISHED, ended_at=END, error=None)
+    assert state == first
+    parts = offline.read_run(tmp_path / "neptune", "run-1")
+    assert [p["fields"]["loggerhub/part"]["value"] for p in parts] == [1, 2]
+    assert "x" in parts[1]["fields"] and "x" not in parts[0]["fields"]
 
 
 def test_artifacts_and_checkpoints(backend: NeptuneBackend, tmp_path: Path) -> None:
@@ -158,7 +169,7 @@ def test_debug_mode_writes_nothing(tmp_path: Path) -> None:
     run = info(tmp_path, mode="debug")
     plugin.loggerhub_run_start(run=run, state=state)
     plugin.loggerhub_log_metrics(points=[point("x", 1.0, 0)])
-    plugin.loggerhub_run_end(run=run, status=Status.FINISHED)
+    plugin.loggerhub_run_end(run=run, status=Status.FINISHED, ended_at=END, error=None)
     assert state == {"mode": "debug", "custom_run_id": "run-1",
                      "data_directory": str(tmp_path / "neptune" / ".neptune")}
     assert not offline.find_containers(tmp_path / "neptune")
@@ -183,7 +194,7 @@ def test_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("NEPTUNE_PROJECT", "ws/proj")
     assert Settings.resolve({}, {}).mode == "async"
     assert Settings.resolve({}, {"mode": "offline"}).mode == "offline"  # a resumed run keeps its mode
-    with pytest.raises(Rejected, match="mode='online'"):
+    with pytest.raises(Rejected, match="neptune option mode is 'online'"):
         Settings.resolve({"mode": "online"}, {})
     with pytest.raises(Rejected, match=r"unknown neptune option\(s\) \['dir'\]"):
         Settings.resolve({"dir": "x"}, {})
@@ -194,9 +205,9 @@ def test_state_never_holds_the_token(tmp_path: Path, monkeypatch: pytest.MonkeyP
     plugin = NeptuneBackend()
     state: dict[str, Any] = {}
     plugin.loggerhub_run_start(run=info(tmp_path), state=state)
-    plugin.loggerhub_run_end(run=info(tmp_path), status=Status.FINISHED)
+    plugin.loggerhub_run_end(run=info(tmp_path), status=Status.FINISHED, ended_at=END, error=None)
     assert os.environ["NEPTUNE_API_TOKEN"] not in repr(state)
-    assert set(state) == {"mode", "custom_run_id", "data_directory", "parts"}
+    assert set(state) == {"mode", "custom_run_id", "data_directory"}
 
 
 def test_bad_options_reject_every_record_with_the_reason(tmp_path: Path) -> None:
@@ -209,7 +220,54 @@ def test_bad_options_reject_every_record_with_the_reason(tmp_path: Path) -> None
                         config={"lr": 0.1}, drain_timeout=60) as run:
         run.log_metrics({"x": 1.0}, step=0)
     report = run.summary["trackers"]["neptune"]
-    assert report["undelivered"] == 0 and report["rejected"] == 2, report  # the config and the metric
+    # The start (with the config), the metric and the end: each rejected with the reason.
+    assert report["undelivered"] == 0 and report["rejected"] == 3, report
     lines = (run.paths.consumers / "neptune.rejected.jsonl").read_text().splitlines()
-    assert all("mode='online'" in json.loads(line)["reason"] for line in lines)
+    assert all("neptune option mode is 'online'" in json.loads(line)["reason"] for line in lines)
     assert not (tmp_path / "n").exists()
+
+
+def test_a_redelivered_record_leaves_no_trace(tmp_path: Path) -> None:
+    # The delivery that stored these records died before loggerhub committed them; the next one
+    # (a new process: a resumed session, part 2) gets the last of them again.
+    from PIL import Image
+
+    png = tmp_path / "sample.png"
+    Image.new("RGB", (16, 16)).save(png)
+    image = ImageRecord("val/sample", png, 16, 16, 3, 1.7e9 + 3, boxes=(Box(1, 1, 8, 8, "cat", 0.5, 0),
+                                                                        Box(2, 2, 9, 9, "dog", None, 1)))
+    text = TextRecord("notes", "n" * 1500, 3, 1.7e9 + 3)
+    metrics = [point("loss", 1.0, 2), point("loss", 0.5, 3), point("odd", float("nan"), 3)]
+    first = NeptuneBackend()
+    state: dict[str, Any] = {}
+    first.loggerhub_run_start(run=info(tmp_path), state=state)
+    first.loggerhub_log_image(image=image)
+    first.loggerhub_log_text(text=text)
+    first.loggerhub_log_metrics(points=metrics[:2])  # acknowledged, never committed
+    first.session.close()  # what a dying process leaves: the files, no end
+
+    again = NeptuneBackend()
+    again.loggerhub_run_resume(run=info(tmp_path), state=state)
+    again.loggerhub_log_metrics(points=metrics + [point("loss", 0.25, 4)])  # the batch grew since
+    again.loggerhub_run_end(run=info(tmp_path), status=Status.FINISHED, ended_at=END, error=None)
+    merged = offline.merge_parts(offline.read_run(tmp_path / "neptune", "run-1"))
+    assert [v["step"] for v in merged["loss"]["values"]] == [2, 3, 4]
+    assert [v["value"] for v in merged["loggerhub/nonfinite/odd"]["values"]] == ["nan"]
+
+    # Each kind of series, redelivered as the first record of a resumed session, after a
+    # session that died before storing anything (an empty part) came in between.
+    for record in (image, text):
+        dying = NeptuneBackend()
+        dying.loggerhub_run_resume(run=info(tmp_path), state=state)
+        dying.session.close()
+        resumed = NeptuneBackend()
+        resumed.loggerhub_run_resume(run=info(tmp_path), state=state)
+        if isinstance(record, ImageRecord):
+            resumed.loggerhub_log_image(image=record)
+        else:
+            resumed.loggerhub_log_text(text=record)
+        resumed.session.close()
+    merged = offline.merge_parts(offline.read_run(tmp_path / "neptune", "run-1"))
+    assert len(merged["val/sample"]["values"]) == 1
+    assert len(merged["loggerhub/boxes/val/sample"]["values"]) == 2
+    assert len(merged["notes"]["values"]) == 1

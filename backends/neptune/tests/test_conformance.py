@@ -35,6 +35,10 @@ def neptune_fields(run: DeliveredRun, options: Mapping[str, Any]) -> dict[str, d
 
 def view_of(fields: Mapping[str, dict[str, Any]]) -> TrackerView:
     view = TrackerView(status=fields.get("loggerhub/status", {}).get("value"))
+    if "loggerhub/ended_at" in fields:
+        view.ended_at = fields["loggerhub/ended_at"]["value"] / 1000  # a Neptune datetime: ms
+    if "loggerhub/error/type" in fields:
+        view.error = f"{fields['loggerhub/error/type']['value']}: {fields['loggerhub/error/message']['value']}"
     figures = set(fields.get("loggerhub/figures", {}).get("values", []))
     for path, field in fields.items():
         kind = field["type"]
@@ -64,6 +68,9 @@ def view_of(fields: Mapping[str, dict[str, Any]]) -> TrackerView:
 
 class TestNeptuneConformance(BackendConformance):
     backend = "neptune"
+    # README, "Delivery guarantees": offline, a resumed delivery skips the series values the
+    # run's previous container already ends with.
+    redelivery = "exactly-once"
 
     def options(self, tmp_path: Path) -> dict[str, Any]:
         return {"mode": "offline", "data_dir": str(tmp_path / "neptune")}
@@ -138,8 +145,9 @@ class TestNeptuneConformance(BackendConformance):
         assert run.state["mode"] == "offline"
         assert run.state["custom_run_id"] == run.run_id
         assert run.state["data_directory"] == str(data_dir / ".neptune")
-        [container] = offline.find_containers(data_dir)
-        assert run.state["parts"] == [offline.container_id(container)]
+        assert set(run.state) == {"mode", "custom_run_id", "data_directory"}
+        [container] = offline.run_containers(data_dir, run.run_id)
+        assert container["part"] == 1
 
     def test_confusion_matrix_csv(self, delivered: tuple[DeliveredRun, TrackerView]) -> None:
         assert delivered[1].tables["val/confusion_matrix"] == [
@@ -161,6 +169,45 @@ class TestNeptuneConformance(BackendConformance):
         [part] = offline.read_run(options["data_dir"], run.id)
         assert part["fields"]["sys/failed"]["value"] is (status != "FINISHED")
         assert part["fields"]["loggerhub/status"]["value"] == status
+        if status == "FINISHED":
+            assert "loggerhub/error/type" not in part["fields"]
+            assert not [p for p in part["fields"] if p.startswith("monitoring/")]
+        else:  # ended KILLED by the trainer, with no exception: loggerhub says so
+            assert part["fields"]["loggerhub/error/type"]["value"] == "Killed"
+
+    def test_a_failed_run_says_why_where_neptune_users_look(self, tmp_path: Path) -> None:
+        import loggerhub
+
+        options = self.options(tmp_path)
+        try:
+            with loggerhub.init(project="p", name="boom", dir=tmp_path / "runs", backends=["neptune"],
+                                options={"neptune": options}, drain_timeout=120) as run:
+                run.log_metrics({"x": 1.0}, step=0)
+                explode("loss diverged")
+        except FloatingPointError:
+            pass
+        [part] = offline.read_run(options["data_dir"], run.id)
+        fields = part["fields"]
+        assert fields["sys/failed"]["value"] is True
+        assert fields["loggerhub/status"]["value"] == "FAILED"
+        assert fields["loggerhub/error/type"]["value"] == "FloatingPointError"
+        assert fields["loggerhub/error/message"]["value"] == "loss diverged"
+        # The client's own place for an uncaught exception: a string series of lines.
+        lines = [v["value"] for v in fields["monitoring/traceback"]["values"]]
+        assert lines[0] == "FloatingPointError: loss diverged"
+        assert any("in explode" in line for line in lines), lines
+        from loggerhub import codec
+        from loggerhub.journal import JournalReader
+
+        [end] = [e for e in JournalReader(run.dir).entries() if e.type == codec.RUN_END]
+        ended_at = codec.run_end(end)[1]
+        # The journal's end, to the millisecond a Neptune datetime keeps.
+        assert abs(fields["loggerhub/ended_at"]["value"] / 1000 - ended_at) < 0.001
+        assert fields["loggerhub/started_at"]["type"] == "datetime"
+
+
+def explode(message: str) -> None:
+    raise FloatingPointError(message)
 
 
 def test_token_never_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -43,6 +43,8 @@ def param_text(value: bool | float | str) -> str:
 
 class TestTensorBoardConformance(BackendConformance):
     backend = "tensorboard"
+    # README "Redelivery": a record the logdir holds already is not written again.
+    redelivery = "exactly-once"
 
     def options(self, tmp_path: Path) -> dict[str, Any]:
         return {"logdir": str(tmp_path / "tb" / "{project}" / "{run_id}")}
@@ -58,6 +60,10 @@ class TestTensorBoardConformance(BackendConformance):
         }
         return TensorBoardView(
             status=tb.status,
+            # The status text's wall time is the journal's end time; the HParams session end
+            # holds it too (test_backend.py, test_the_end_is_stamped_with_the_journal_end_time).
+            ended_at=tb.ended_at,
+            error=tb.error,
             params={name: param_text(value) for name, value in tb.hparams.items()},
             metrics={tag: [(s.step, s.value) for s in series] for tag, series in tb.scalars.items()},
             # TensorBoard shows images and figures alike, in its Images tab.

@@ -55,7 +55,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     backend.loggerhub_log_table(table=TableRecord("table", ("a", "b|c"), ((1, "x"),), 1, T0 + 1))
     backend.loggerhub_log_image(image=ImageRecord("samples/boxes", png, 48, 32, 2, T0 + 2,
                                                   boxes=(Box(2, 2, 20, 20, "cat", 0.9, 0),)))
-    backend.loggerhub_run_end(run=run, status=Status.KILLED)
+    backend.loggerhub_run_end(run=run, status=Status.KILLED, ended_at=T0 + 3, error=None)
 
     port = _free_port()
     process = subprocess.Popen(

@@ -1,22 +1,30 @@
 """The heavy half of the Comet backend: one Comet experiment per loggerhub run.
 
-comet_ml is imported only by :func:`import_comet`, after the environment switches that must be in
+comet_ml is imported through :func:`import_comet`, after the environment switches that must be in
 place before its import (it installs import hooks that patch other frameworks, MLflow included,
-and may start an error reporter).
+and may start an error reporter). The kit imports this module in the delivery process only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import io
 import json
+import logging
 import os
 import re
+import shutil
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from loggerhub_comet.keys import NameTooLong, metric_name, to_tracker
 from loggerhub_hookspecs import (
@@ -27,13 +35,17 @@ from loggerhub_hookspecs import (
     LifecycleEvent,
     MetricPoint,
     ParamValue,
+    Phase,
     Rejected,
+    RunError,
     RunInfo,
     Status,
     TableRecord,
     TableRole,
     TextRecord,
+    Unsupported,
 )
+from loggerhub_hookspecs.kit import TrackerSession
 
 #: Set before comet_ml is imported; the backend never wants these, whatever the user's config.
 FORCED_ENV = {
@@ -70,8 +82,22 @@ QUIET_EXPERIMENT = {
 OPTIONS = ("project", "workspace", "online", "offline_dir", "experiment_key")
 #: comet_ml truncates longer parameter values (``MAXIMAL_VALUE_LENGTH``).
 MAX_PARAM_TEXT = 1000
-#: The Other-tab entry that holds the run status.
+#: The Other-tab entries that hold the run status and, for a run that did not finish, why.
 STATUS_OTHER = "status"
+ERROR_TYPE_OTHER = "error_type"
+ERROR_MESSAGE_OTHER = "error_message"
+#: The asset holding the traceback of a run that did not finish.
+TRACEBACK_ASSET = "loggerhub/traceback.txt"
+#: Offline, where comet_ml keeps each session's experiment until end(), per experiment key, under
+#: the offline directory: a session that died leaves its folder there, for the next to archive.
+STAGING = ".loggerhub-staging"
+#: How long a record may wait for comet_ml's writer thread before its delivery is retried.
+WRITE_TIMEOUT = 120.0
+#: The Other-tab entry re-logged after each record, offline, as the sign that comet_ml's writer
+#: thread has written the record to disk (it writes in order); it always holds the run id.
+MARKER_OTHER = "loggerhub_run_id"
+#: The values COMET_MODE takes (Ultralytics' switch; comet_ml itself reads COMET_START_ONLINE).
+COMET_MODES = {"online": True, "offline": False}
 
 
 def import_comet() -> Any:
@@ -104,8 +130,7 @@ class Settings:
                   file=sys.stderr)
         online = options.get("online")
         if online is None:
-            # comet_ml's own lookup: COMET_API_KEY or the api_key of ~/.comet.config.
-            online = comet.get_api_key(None, comet.get_config()) is not None
+            online = _online_from_environment(comet)
         offline_dir = (options.get("offline_dir") or os.environ.get("COMET_OFFLINE_DIRECTORY")
                        or run.dir / "comet")
         experiment_key = options.get("experiment_key") or None
@@ -121,6 +146,27 @@ class Settings:
         )
 
 
+def _online_from_environment(comet: Any) -> bool:
+    """Comet's own switches, in comet_ml's order: ``COMET_START_ONLINE`` (or ``start_online`` in
+    its config files), then Ultralytics' ``COMET_MODE``, then whether an API key is configured."""
+    from everett import ConfigurationError  # comet_ml's configuration library
+
+    config = comet.get_config()
+    try:
+        online = config.get_bool(None, "comet.start.online", default=None, not_set_value=None)
+    except ConfigurationError as error:  # a value comet_ml cannot parse either
+        raise ValueError(f"COMET_START_ONLINE must be a boolean: {error}") from None
+    if online is not None:
+        return bool(online)
+    mode = os.environ.get("COMET_MODE", "").strip().lower()
+    if mode:
+        if mode not in COMET_MODES:
+            raise ValueError(f"COMET_MODE must be 'online' or 'offline', got {mode!r}")
+        return COMET_MODES[mode]
+    # comet_ml's own lookup: COMET_API_KEY or the api_key of ~/.comet.config.
+    return comet.get_api_key(None, config) is not None
+
+
 def _as_bool(value: Any, name: str) -> bool:
     if isinstance(value, bool):
         return value
@@ -132,22 +178,38 @@ def _as_bool(value: Any, name: str) -> bool:
     raise ValueError(f"comet option {name!r} must be a boolean, got {value!r}")
 
 
-class CometSession:
-    """One open Comet experiment and the calls that log loggerhub records into it."""
+_Method = TypeVar("_Method", bound=Callable[..., None])
 
-    def __init__(self, comet: Any, experiment: Any, state: dict[str, Any]) -> None:
-        self._comet = comet
-        self.experiment = experiment
-        self.state = state
 
-    # -- opening and closing -------------------------------------------------------------------
+def _acknowledged(method: _Method) -> _Method:
+    """A record method that returns (or refuses part of its record) only once comet_ml has
+    written what it logged: see :meth:`CometSession._acknowledge`."""
 
-    @classmethod
-    def open(cls, run: RunInfo, state: dict[str, Any], *, resume: bool) -> CometSession:
-        """Create (``resume=False``) or re-attach to the run's experiment and fill ``state``."""
-        comet = import_comet()
+    @functools.wraps(method)
+    def deliver(self: CometSession, *args: Any) -> None:
+        try:
+            method(self, *args)
+        except Rejected:
+            self._acknowledge()  # the rest of the record was logged
+            raise
+        self._acknowledge()
+
+    return cast(_Method, deliver)
+
+
+class CometSession(TrackerSession):
+    """One open Comet experiment and the calls that log loggerhub records into it.
+
+    A new session (``resumed=False``) creates the run's experiment; a resumed one re-attaches to
+    the experiment ``state`` names. Offline, each session writes one archive when it ends or
+    closes, all with the run's experiment key.
+    """
+
+    def __init__(self, run: RunInfo, state: dict[str, Any], *, resumed: bool) -> None:
+        super().__init__(run, state, resumed=resumed)
+        comet = self._comet = import_comet()
         settings = Settings.resolve(run, comet)
-        known = resume and bool(state.get("experiment_key"))
+        known = resumed and bool(state.get("experiment_key"))
         if known:
             key = state["experiment_key"]
             online = bool(state.get("online", settings.online))
@@ -162,36 +224,136 @@ class CometSession:
             # Offline, every archive of the run may create the experiment or append to it, so
             # `comet upload` accepts the archives in any order (it takes them as given).
             mode = "get_or_create"
+        self.online = online
+        tags = [f"{k}:{v}" if v else k for k, v in run.tags.items()]
+        staging = None
         if not online:
             offline_dir.mkdir(parents=True, exist_ok=True)
-        experiment = comet.start(
-            project_name=settings.project,
-            workspace=settings.workspace,
-            experiment_key=key,
-            mode=mode,
-            online=online,
-            experiment_config=comet.ExperimentConfig(
-                **QUIET_EXPERIMENT, offline_directory=str(offline_dir), name=run.name,
-                tags=[f"{k}:{v}" if v else k for k, v in run.tags.items()] or None,
-            ),
-        )
-        state.update(experiment_key=experiment.get_key(), online=online, project=settings.project,
+            staging = offline_dir / STAGING / key
+            staging.mkdir(parents=True, exist_ok=True)
+            orphans = sorted(staging.iterdir())
+            for orphan in orphans:
+                _archive_orphan(orphan, offline_dir, key, settings, tags)
+            if orphans:
+                # The archive comet_ml opened for a dead session stays empty and unreadable
+                # (`comet upload` fails on it); what it was to hold was archived above.
+                for archive in offline_dir.glob(f"{key}-*.zip"):
+                    if _is_placeholder(archive):
+                        archive.unlink()
+        with _temporary_folders_in(staging):
+            self.experiment = comet.start(
+                project_name=settings.project,
+                workspace=settings.workspace,
+                experiment_key=key,
+                mode=mode,
+                online=online,
+                experiment_config=comet.ExperimentConfig(
+                    **QUIET_EXPERIMENT, offline_directory=str(offline_dir), name=run.name,
+                    tags=tags or None,
+                ),
+            )
+        self._read = 0  # offline: how far this session's messages.json was read
+        self._markers_logged = self._markers_seen = 0
+        state.update(experiment_key=self.experiment.get_key(), online=online, project=settings.project,
                      workspace=settings.workspace, offline_dir=None if online else str(offline_dir))
-        experiment.log_others({"loggerhub_run_id": run.run_id, STATUS_OTHER: "RUNNING"})
-        return cls(comet, experiment, state)
+        self.experiment.log_others({MARKER_OTHER: run.run_id, STATUS_OTHER: "RUNNING"})
+        self._markers_logged = 1
 
-    def end(self, status: Status) -> None:
-        """Record the status and close the experiment (writes the offline archive)."""
-        if self.experiment is not None:
-            self.experiment.log_other(STATUS_OTHER, status.value)
+    def end(self, status: Status, ended_at: float, error: RunError | None) -> None:
+        """Record the status and the failure, close the experiment (offline: write the archive),
+        and give Comet the journal's end time rather than the delivery's."""
+        experiment = self.experiment
+        experiment.log_other(STATUS_OTHER, status.value)
+        if error is not None:
+            experiment.log_others({ERROR_TYPE_OTHER: error.type, ERROR_MESSAGE_OTHER: error.message})
+            if error.traceback:
+                self._check(experiment.log_asset_data(
+                    error.traceback, name=TRACEBACK_ASSET, overwrite=True,
+                    metadata={"loggerhub": "traceback"}), "traceback")
+        experiment.end()
+        ended_ms = round(ended_at * 1000)
+        if not self.online:
+            failure = {} if error is None else {
+                "customer_error_reported": True,
+                "customer_error_message": f"{error.type}: {error.message}",
+            }
+            self._stamp_archive(stop_time=ended_ms, **failure)
+            return
+        # Online, Comet keeps a native state and end time; the SDK's end() leaves them at
+        # "finished" and now. (Not covered by the tests, which have no Comet server.)
+        api_experiment = self._comet.APIExperiment(previous_experiment=self.state["experiment_key"])
+        api_experiment.set_end_time(ended_ms)
+        if status is not Status.FINISHED:
+            api_experiment.set_state("crashed")
+
+    def close(self) -> None:
+        # comet_ml has no way to let go of an experiment but to end it; offline, that writes this
+        # session's archive, whose status stays RUNNING.
+        with contextlib.suppress(Exception):
             self.experiment.end()
-            self.experiment = None
-        if self.state.get("online") and status is not Status.FINISHED:
-            # Online, Comet has a native state; the SDK's end() always leaves it "finished".
-            self._comet.APIExperiment(previous_experiment=self.state["experiment_key"]).set_state("crashed")
+
+    def _acknowledge(self) -> None:
+        """Return once comet_ml has written everything logged so far to its folder (offline).
+
+        A record is delivered when its hook returns; comet_ml's writer thread writes messages in
+        order, so once the marker logged last is in ``messages.json`` the record is on disk, and a
+        delivery that dies afterwards leaves it for the next session to archive.
+        """
+        if self.online:
+            return
+        self.experiment.log_other(MARKER_OTHER, self.run.run_id)
+        self._markers_logged += 1
+        messages = Path(self.experiment.tmpdir) / "messages.json"
+        deadline = time.monotonic() + WRITE_TIMEOUT
+        while self._markers_seen < self._markers_logged:
+            self._markers_seen += self._new_markers(messages)
+            if self._markers_seen >= self._markers_logged:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"comet_ml has not written the record to {messages} after {WRITE_TIMEOUT:.0f} s")
+            time.sleep(0.002)
+
+    def _new_markers(self, messages: Path) -> int:
+        """The markers in the complete lines written since the last call."""
+        try:
+            with messages.open("rb") as stream:
+                stream.seek(self._read)
+                chunk = stream.read()
+        except FileNotFoundError:
+            return 0
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._read += len(complete)
+        found = 0
+        for line in complete.splitlines():
+            if b'"log_other"' in line and MARKER_OTHER.encode() in line:
+                payload = json.loads(line).get("payload") or {}
+                found += payload.get("key") == MARKER_OTHER
+        return found
+
+    def _stamp_archive(self, **fields: Any) -> None:
+        """Set ``fields`` in the ``experiment.json`` of the archive ``end`` just wrote.
+
+        comet_ml stamps the archive with the delivery's end; `comet upload` sends ``stop_time``
+        as the experiment's end time (``offline_experiment_start_end_time``), so it becomes the
+        journal's. ``start_time`` stays the delivery's: readers (and this package's) order a
+        run's archives by it.
+        """
+        experiment = self.experiment
+        # Where end() wrote it: the name is fixed before, and the folder may fall back to a
+        # temporary one when the offline directory is not writable.
+        archive = Path(experiment.offline_directory) / experiment._get_offline_archive_file_name()
+        staged = archive.with_name(archive.name + ".tmp")
+        with zipfile.ZipFile(archive) as source, zipfile.ZipFile(staged, "w") as target:
+            for member in source.infolist():
+                data = source.read(member)
+                if member.filename == "experiment.json":
+                    data = json.dumps({**json.loads(data), **fields}).encode("utf-8")
+                target.writestr(member, data)
+        os.replace(staged, archive)
 
     # -- data ----------------------------------------------------------------------------------
 
+    @_acknowledged
     def log_params(self, params: Mapping[str, ParamValue]) -> None:
         names: dict[str, ParamValue] = {}
         refused: list[str] = []
@@ -217,6 +379,7 @@ class CometSession:
         if refused:
             raise Rejected("; ".join(refused))
 
+    @_acknowledged
     def log_metrics(self, points: Sequence[MetricPoint]) -> None:
         refused: dict[str, str] = {}
         experiment = self.experiment
@@ -233,6 +396,7 @@ class CometSession:
             raise Rejected(f"{len(refused)} metric keys refused, the other points were logged: "
                            + "; ".join(refused.values()))
 
+    @_acknowledged
     def log_image(self, image: ImageRecord) -> None:
         comet = self._comet
         annotations = None
@@ -255,6 +419,7 @@ class CometSession:
             str(image.path), name=to_tracker(image.key), step=image.step,
             annotations=annotations, metadata=metadata), f"image {image.key}")
 
+    @_acknowledged
     def log_figure(self, figure: FigureRecord) -> None:
         # The PNG rendered at log time goes to the same Graphics view log_figure would use, without
         # unpickling a matplotlib figure in the delivery process.
@@ -265,7 +430,15 @@ class CometSession:
             str(figure.path), name=to_tracker(figure.key), step=figure.step, metadata=metadata),
             f"figure {figure.key}")
 
-    def log_artifact(self, artifact: ArtifactRecord, *, checkpoint: bool = False) -> None:
+    @_acknowledged
+    def log_checkpoint(self, checkpoint: ArtifactRecord) -> None:
+        self._log_artifact(checkpoint, checkpoint=True)
+
+    @_acknowledged
+    def log_artifact(self, artifact: ArtifactRecord) -> None:
+        self._log_artifact(artifact, checkpoint=False)
+
+    def _log_artifact(self, artifact: ArtifactRecord, *, checkpoint: bool) -> None:
         name = to_tracker(artifact.name)
         metadata = {"loggerhub": "checkpoint" if checkpoint else artifact.kind.value,
                     "name": name, "step": artifact.step}
@@ -286,12 +459,14 @@ class CometSession:
                 str(path), file_name=file_name, step=artifact.step, metadata=metadata),
                 f"file {file_name}")
 
+    @_acknowledged
     def log_text(self, text: TextRecord) -> None:
         self._epoch(None)
         self._check(self.experiment.log_text(
             text.text, step=text.step, metadata={"loggerhub": "text", "key": to_tracker(text.key)}),
             f"text {text.key}")
 
+    @_acknowledged
     def log_table(self, table: TableRecord) -> None:
         name = to_tracker(table.key)
         self._epoch(None)
@@ -311,7 +486,16 @@ class CometSession:
             buffer.getvalue(), name=f"{name}.csv", step=table.step,
             metadata={"loggerhub": "table", "key": name}), f"table {table.key}")
 
-    def epoch_end(self, event: LifecycleEvent) -> None:
+    @classmethod
+    def supported_records(cls) -> frozenset[str]:
+        # Of the lifecycle boundaries, Comet has a place for the end of an epoch only.
+        phases = {phase.value for phase in Phase}
+        return (super().supported_records() - phases) | {Phase.EPOCH_END.value}
+
+    @_acknowledged
+    def on_event(self, event: LifecycleEvent) -> None:
+        if event.phase is not Phase.EPOCH_END:
+            raise Unsupported(event.phase.value)
         if event.epoch is not None:
             # Comet's epoch bookkeeping (curr_epoch), which its progress views read.
             self.experiment.log_epoch_end(event.epoch, step=event.step)
@@ -329,3 +513,50 @@ class CometSession:
         # comet_ml reports a refused upload by logging an error and returning None.
         if result is None:
             raise Rejected(f"comet_ml refused the {what} (see its COMET ERROR message)")
+
+
+@contextlib.contextmanager
+def _temporary_folders_in(folder: Path | None) -> Iterator[None]:
+    """comet_ml puts an experiment's folder in ``tempfile``'s directory when it creates it:
+    offline, that is the staging folder, so that it outlives a delivery that dies."""
+    if folder is None:
+        yield
+        return
+    previous, tempfile.tempdir = tempfile.tempdir, str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+
+
+def _is_placeholder(archive: Path) -> bool:
+    try:
+        with zipfile.ZipFile(archive) as opened:
+            return "experiment.json" not in opened.namelist()
+    except zipfile.BadZipFile:
+        return True
+
+
+def _archive_orphan(folder: Path, offline_dir: Path, key: str, settings: Settings, tags: list[str]) -> None:
+    """Archive what a dead session of this experiment left in its staging folder, as comet_ml's
+    own end() would have, so that the records it acknowledged reach Comet."""
+    from comet_ml.offline_utils import create_experiment_archive, write_experiment_meta_file
+
+    messages = folder / "messages.json"
+    if not folder.is_dir() or not messages.is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    # The writer may have died in the middle of a line: keep the complete ones.
+    data = messages.read_bytes()
+    messages.write_bytes(data[: data.rfind(b"\n") + 1])
+    started = round(folder.stat().st_ctime * 1000)
+    write_experiment_meta_file(
+        # comet_ml writes a missing workspace as null itself (its annotation says str).
+        tempdir=str(folder), experiment_key=key, workspace=cast(str, settings.workspace),
+        project_name=settings.project, start_time=started,
+        stop_time=round(messages.stat().st_mtime * 1000), tags=tags, resume_strategy="get_or_create",
+    )
+    create_experiment_archive(offline_directory=str(offline_dir),
+                              offline_archive_file_name=f"{key}-{uuid.uuid4().hex[:16]}.zip",
+                              data_dir=str(folder), logger=logging.getLogger(__name__))
+    shutil.rmtree(folder, ignore_errors=True)

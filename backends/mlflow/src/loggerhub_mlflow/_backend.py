@@ -29,8 +29,8 @@ os.environ["MLFLOW_ENABLE_ASYNC_LOGGING"] = "false"
 
 import functools  # noqa: E402
 import hashlib  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import posixpath  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
@@ -39,7 +39,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, TypeVar  # noqa: E402
 
-import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param, RunStatus, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
@@ -47,18 +46,19 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from loggerhub_hookspecs import (  # noqa: E402
     ArtifactKind,
     ArtifactRecord,
-    Box,
     FigureRecord,
     ImageRecord,
     MetricPoint,
     ParamValue,
     Rejected,
+    RunError,
     RunInfo,
     Status,
     TableRecord,
     TableRole,
     TextRecord,
 )
+from loggerhub_hookspecs.kit import TrackerSession, box_dict, draw_boxes  # noqa: E402
 from loggerhub_mlflow.keys import KeyCollision, KeyMap, UnmappableKey, to_tracker  # noqa: E402
 
 MAX_METRICS_PER_BATCH = 1000
@@ -70,6 +70,10 @@ MAX_FILE_NAME_BYTES = 255
 RUN_ID_TAG = "loggerhub.run_id"
 PROJECT_TAG = "loggerhub.project"
 PARAMS_DIFFER_TAG = "loggerhub.params_differ"
+ERROR_TYPE_TAG = "loggerhub.error.type"
+ERROR_MESSAGE_TAG = "loggerhub.error.message"
+ERROR_TRACEBACK_TAG = "loggerhub.error.traceback"
+ERROR_TAGS = (ERROR_TYPE_TAG, ERROR_MESSAGE_TAG, ERROR_TRACEBACK_TAG)
 PARAMS_FILE = "loggerhub/params.json"
 RUN_FILE = "loggerhub/run.json"
 LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # MLflow's index of log_table files
@@ -81,10 +85,6 @@ PERMANENT_ERRORS = frozenset({"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID
 ARTIFACT_FOLDERS = {ArtifactKind.MODEL: "models", ArtifactKind.DATASET: "datasets", ArtifactKind.FILE: ""}
 
 
-def client_version() -> str:
-    return str(mlflow.__version__)
-
-
 # --------------------------------------------------------------------------- where the run lives
 
 
@@ -93,19 +93,19 @@ def resolve_tracking_uri(options: Mapping[str, Any], run_dir: Path,
     """The tracking URI, the artifact root for experiments this backend creates, and the URI
     to remember in ``state`` (None when it must not be stored: the default, or credentials in it).
 
-    Order: the ``tracking_uri`` option, ``MLFLOW_TRACKING_URI``, the URI a previous delivery of
-    this run used, then ``<run dir>/mlruns``.
+    Order: the ``tracking_uri`` option (given by the user for this run), the URI an earlier
+    delivery of this run used (where its MLflow run lives), ``MLFLOW_TRACKING_URI``, then
+    ``<run dir>/mlruns``. The environment variable comes after the remembered URI because it is
+    the delivery process's ambient setting, which may have changed since the run started: a
+    ``loggerhub sync`` from another shell must not split the run over two stores.
     """
     remembered: str | None = None
     if options.get("tracking_uri"):
-        uri = str(options["tracking_uri"])
-        remembered = uri
-    elif os.environ.get("MLFLOW_TRACKING_URI"):
-        uri = os.environ["MLFLOW_TRACKING_URI"]
-        remembered = uri
+        uri = remembered = str(options["tracking_uri"])
     elif state.get("tracking_uri"):
-        uri = str(state["tracking_uri"])
-        remembered = uri
+        uri = remembered = str(state["tracking_uri"])
+    elif os.environ.get("MLFLOW_TRACKING_URI"):
+        uri = remembered = os.environ["MLFLOW_TRACKING_URI"]
     else:
         uri = str(run_dir / "mlruns")
     uri, artifact_root = _store_for(uri)
@@ -114,6 +114,18 @@ def resolve_tracking_uri(options: Mapping[str, Any], run_dir: Path,
     if options.get("artifact_location"):
         artifact_root = str(options["artifact_location"])
     return uri, artifact_root, remembered
+
+
+def experiment_name(options: Mapping[str, Any], project: str) -> str | None:
+    """The experiment by name: the ``experiment`` option, ``MLFLOW_EXPERIMENT_NAME``, or (when
+    ``MLFLOW_EXPERIMENT_ID`` is not set either) the loggerhub project. None: use that id."""
+    if options.get("experiment"):
+        return str(options["experiment"])
+    if os.environ.get("MLFLOW_EXPERIMENT_NAME"):
+        return os.environ["MLFLOW_EXPERIMENT_NAME"]
+    if os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        return None
+    return project
 
 
 def _store_for(uri: str) -> tuple[str, str | None]:
@@ -154,7 +166,7 @@ def delivery(method: F) -> F:
     """
 
     @functools.wraps(method)
-    def wrapper(self: MlflowRun, *args: Any) -> Any:
+    def wrapper(self: MlflowSession, *args: Any) -> Any:
         try:
             result = method(self, *args)
         except Rejected:
@@ -181,13 +193,30 @@ def delivery(method: F) -> F:
 # --------------------------------------------------------------------------- the run
 
 
-class MlflowRun:
-    """One loggerhub run delivered to one MLflow run."""
+class MlflowSession(TrackerSession):
+    """One loggerhub run delivered to one MLflow run.
 
-    def __init__(self, client: MlflowClient, run_id: str, experiment_id: str, *, fresh: bool) -> None:
-        self.client = client
-        self.run_id = run_id
-        self.experiment_id = experiment_id
+    :param state: holds the MLflow run's id, its experiment's, and the tracking URI (unless it
+        is the default or holds credentials). A session finds the run again through them, or,
+        when they are missing or name another store, through the ``loggerhub.run_id`` tag.
+    """
+
+    def __init__(self, run: RunInfo, state: dict[str, Any], *, resumed: bool) -> None:
+        super().__init__(run, state, resumed=resumed)
+        uri, artifact_root, remembered = resolve_tracking_uri(run.options, run.dir, state)
+        self.client = MlflowClient(uri)
+        # The id in the state belongs to the store the state names (the tracking_uri option may
+        # have moved the run since): elsewhere, find or create the run by its loggerhub id.
+        known = state.get("run_id") and state.get("tracking_uri", uri) == uri
+        if known:
+            mlflow_run, fresh = self.client.get_run(str(state["run_id"])), False
+        else:
+            mlflow_run, fresh = _find_or_create(self.client, run, artifact_root)
+        self.run_id: str = mlflow_run.info.run_id
+        self.experiment_id: str = mlflow_run.info.experiment_id
+        state.update(run_id=self.run_id, experiment_id=self.experiment_id)
+        if remembered is not None:
+            state["tracking_uri"] = remembered
         self.keys = KeyMap()
         self.in_doubt = False
         # A run that existed before this process may hold any record delivered again now (a
@@ -195,39 +224,30 @@ class MlflowRun:
         self._fresh = fresh
         self._image_files: set[str] | None = None
         self._params_doc: dict[str, Any] | None = {"params": {}, "differs": {}} if fresh else None
-
-    # -- lifecycle --------------------------------------------------------------------------
-
-    @classmethod
-    def start(cls, run: RunInfo, state: dict[str, Any]) -> MlflowRun:
-        uri, artifact_root, remembered = resolve_tracking_uri(run.options, run.dir, {})
-        client = MlflowClient(uri)
-        mlflow_run, fresh = _find_or_create(client, run, artifact_root)
-        state.update(run_id=mlflow_run.info.run_id, experiment_id=mlflow_run.info.experiment_id)
-        if remembered is not None:
-            state["tracking_uri"] = remembered
-        self = cls(client, mlflow_run.info.run_id, mlflow_run.info.experiment_id, fresh=fresh)
         if mlflow_run.info.status != RunStatus.to_string(RunStatus.RUNNING):
-            client.update_run(self.run_id, status="RUNNING")
-        client.log_dict(self.run_id, _run_document(run), RUN_FILE)
-        return self
+            self.client.update_run(self.run_id, status="RUNNING")  # a finished run goes on
+        if not known:
+            self.client.log_dict(self.run_id, _run_document(run), RUN_FILE)
 
-    @classmethod
-    def resume(cls, run: RunInfo, state: dict[str, Any]) -> MlflowRun:
-        if not state.get("run_id"):
-            return cls.start(run, state)  # the state was lost: find the run by its loggerhub id
-        uri, _, remembered = resolve_tracking_uri(run.options, run.dir, state)
-        client = MlflowClient(uri)
-        mlflow_run = client.get_run(state["run_id"])
-        if mlflow_run.info.status != RunStatus.to_string(RunStatus.RUNNING):
-            client.update_run(mlflow_run.info.run_id, status="RUNNING")  # a finished run goes on
-        if remembered is not None:
-            state["tracking_uri"] = remembered
-        state["experiment_id"] = mlflow_run.info.experiment_id
-        return cls(client, mlflow_run.info.run_id, mlflow_run.info.experiment_id, fresh=False)
+    @delivery
+    def end(self, status: Status, ended_at: float, error: RunError | None) -> None:
+        """The status, the journal's end time (not the delivery's), and why the run failed.
 
-    def end(self, status: Status) -> None:
-        self.client.set_terminated(self.run_id, Status(status).value)
+        The failure goes to the tags ``loggerhub.error.type``, ``.message`` and ``.traceback``;
+        an end without one removes those of an earlier end, so they always describe the last.
+        """
+        values = {} if error is None else {
+            ERROR_TYPE_TAG: error.type, ERROR_MESSAGE_TAG: error.message, ERROR_TRACEBACK_TAG: error.traceback,
+        }
+        values = {name: value[:MAX_TAG_VALUE_LENGTH] for name, value in values.items() if value}
+        if values:
+            self.client.log_batch(self.run_id, tags=[RunTag(*item) for item in values.items()],
+                                  synchronous=True)
+        tags = self.client.get_run(self.run_id).data.tags
+        for name in set(ERROR_TAGS) - set(values):
+            if name in tags:
+                self.client.delete_tag(self.run_id, name)
+        self.client.set_terminated(self.run_id, status.value, end_time=_millis(ended_at))
 
     # -- params -----------------------------------------------------------------------------
 
@@ -309,22 +329,26 @@ class MlflowRun:
 
         key = self.keys(image.key, "image")
         timestamp = _millis(image.timestamp)
+        png = _media(image.path)
         if image.boxes or image.caption:
             annotation = {
                 "key": image.key, "image_key": key, "step": image.step, "timestamp": timestamp,
                 "width": image.width, "height": image.height, "caption": image.caption,
-                "boxes": [_box_dict(box) for box in image.boxes],
+                "boxes": [box_dict(box) for box in image.boxes],
             }
             content = json.dumps(annotation)
             path = _record_path("image_annotations", key, image.step, image.timestamp, "json",
-                                image.png_bytes() + content.encode())
+                                png + content.encode())
             self.client.log_text(self.run_id, content, path)
         if self._complete_earlier_image(key, image.step, timestamp):
             return
-        with Image.open(image.path) as source:
-            picture = source.copy()
-        if image.boxes:
-            picture = draw_boxes(picture, image.boxes)
+        try:
+            if image.boxes:
+                png, _, _ = draw_boxes(png, image.boxes)
+            with Image.open(io.BytesIO(png)) as source:
+                picture = source.copy()
+        except OSError as error:  # Pillow cannot read it: retrying will not change that
+            raise Rejected(f"image {image.key!r}: cannot read it: {error}") from error
         self.client.log_image(self.run_id, picture, key=key, step=image.step, timestamp=timestamp,
                               synchronous=True)
 
@@ -364,7 +388,7 @@ class MlflowRun:
         ``log_figure`` would unpickle and re-render the figure into the same kind of PNG file.
         """
         path = _record_path("figures", self.keys(figure.key), figure.step, figure.timestamp, "png",
-                            figure.png_bytes())
+                            _media(figure.path))
         self._upload_file(figure.path, path)
 
     @delivery
@@ -423,6 +447,9 @@ class MlflowRun:
         self._upload(checkpoint, posixpath.join("models", to_tracker(checkpoint.name, "artifact")))
 
     def _upload(self, artifact: ArtifactRecord, target: str) -> None:
+        if not artifact.path.exists():  # deleted from the run directory: no retry brings it back
+            raise Rejected(f"artifact {artifact.name!r}: its copy in the run directory is gone: "
+                           f"{artifact.path}")
         if not artifact.is_dir:
             self._upload_file(artifact.path, target)
             return
@@ -463,7 +490,11 @@ def _find_or_create(client: MlflowClient, run: RunInfo, artifact_root: str | Non
         client.log_batch(attached.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()][:100],
                          synchronous=True)
         return attached, False
-    experiment_id = _experiment(client, str(run.options.get("experiment") or run.project), artifact_root)
+    name = experiment_name(run.options, run.project)
+    if name is None:
+        experiment_id = _experiment_by_id(client, os.environ["MLFLOW_EXPERIMENT_ID"])
+    else:
+        experiment_id = _experiment(client, name, artifact_root)
     if "'" not in run.run_id:
         found = client.search_runs([experiment_id], f"tags.`{RUN_ID_TAG}` = '{run.run_id}'", max_results=1)
         if found:
@@ -488,6 +519,17 @@ def _experiment(client: MlflowClient, name: str, artifact_root: str | None) -> s
         raise RuntimeError(
             f"the MLflow experiment {name!r} is deleted: restore it (mlflow experiments restore "
             f"--experiment-id {experiment.experiment_id}) or choose another with the 'experiment' option"
+        )
+    return str(experiment.experiment_id)
+
+
+def _experiment_by_id(client: MlflowClient, experiment_id: str) -> str:
+    experiment = client.get_experiment(experiment_id)
+    if experiment.lifecycle_stage == "deleted":
+        raise RuntimeError(
+            f"the MLflow experiment {experiment_id} (MLFLOW_EXPERIMENT_ID) is deleted: restore it "
+            f"(mlflow experiments restore --experiment-id {experiment_id}) or choose another with "
+            "the 'experiment' option"
         )
     return str(experiment.experiment_id)
 
@@ -526,36 +568,16 @@ def _checked_path(path: str) -> str:
     return path
 
 
+def _media(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as error:  # deleted from the run directory: no retry brings it back
+        raise Rejected(f"media file missing from the run directory: {path}") from error
+
+
 def _place(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
-
-
-def _box_dict(box: Box) -> dict[str, Any]:
-    return {"x0": box.x0, "y0": box.y0, "x1": box.x1, "y1": box.y1, "label": box.label,
-            "score": None if box.score is None or math.isnan(box.score) else box.score,
-            "class_id": box.class_id}
-
-
-_PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-            (145, 30, 180), (70, 240, 240), (240, 50, 230))
-
-
-def draw_boxes(picture: Any, boxes: Sequence[Box]) -> Any:
-    """The image with each box outlined and captioned with its label and score."""
-    from PIL import ImageDraw
-
-    picture = picture.convert("RGB")
-    draw = ImageDraw.Draw(picture)
-    width = max(1, round(max(picture.size) / 300))
-    for index, box in enumerate(boxes):
-        color = _PALETTE[(box.class_id if box.class_id is not None else index) % len(_PALETTE)]
-        draw.rectangle((box.x0, box.y0, box.x1, box.y1), outline=color, width=width)
-        caption = " ".join(part for part in (
-            box.label, None if box.score is None else f"{box.score:.2f}") if part)
-        if caption:
-            draw.text((box.x0 + width + 1, box.y0 + width), caption, fill=color)
-    return picture

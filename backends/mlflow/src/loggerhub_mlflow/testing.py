@@ -215,6 +215,11 @@ def read_back(tracking_uri: str, run_id: str) -> Any:
     client = MlflowClient(tracking_uri)
     run = client.get_run(run_id)
     view = TrackerView(status=run.info.status, params=dict(run.data.params))
+    if run.info.end_time is not None:
+        view.ended_at = run.info.end_time / 1000
+    failure = [run.data.tags[name] for name in ("loggerhub.error.type", "loggerhub.error.message")
+               if name in run.data.tags]
+    view.error = ": ".join(failure) or None
     for key in run.data.metrics:
         view.metrics[key] = [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
 

@@ -6,14 +6,16 @@ The layout this writes (see README.md for the why):
 * ``<key>``: metrics (float series), images and figures (image series), text (string series),
   tables (a CSV file)
 * ``models/<name>``: checkpoints and model artifacts; ``artifacts/<name>``: other artifacts
-* ``loggerhub/...``: run_id, part, status, and what Neptune cannot hold in the fields above
+* ``loggerhub/...``: run_id, part, status, start and end time, the failure, and what Neptune
+  cannot hold in the fields above
+* ``sys/failed`` and ``monitoring/traceback``: a run that did not finish, where Neptune's own
+  client puts an uncaught exception
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import functools
 import glob
 import io
@@ -22,14 +24,15 @@ import logging
 import math
 import os
 import uuid
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import neptune
 from neptune import attributes as attrs
+from neptune.attributes.constants import MONITORING_TRACEBACK_ATTRIBUTE_PATH, SYSTEM_FAILED_ATTRIBUTE_PATH
 from neptune.attributes.namespace import Namespace
 from neptune.exceptions import FileNotFound, MetadataInconsistency, OperationNotSupported
 from neptune.types import File, FileSet, GitRef
@@ -43,11 +46,14 @@ from loggerhub_hookspecs import (
     MetricPoint,
     ParamValue,
     Rejected,
+    RunError,
     RunInfo,
     Status,
     TableRecord,
     TextRecord,
 )
+from loggerhub_hookspecs.kit import TrackerSession, box_dict, draw_boxes
+from loggerhub_neptune import offline
 from loggerhub_neptune.keys import KeyCollision, KeyMap
 
 MODES = ("async", "sync", "offline", "debug")
@@ -68,9 +74,10 @@ BOXES = f"{OWN}/boxes"
 NONFINITE = f"{OWN}/nonfinite"
 LONG_TEXTS = f"{OWN}/long_texts"
 FIGURES = f"{OWN}/figures"
-
-_PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-            (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
+STARTED_AT = f"{OWN}/started_at"
+ENDED_AT = f"{OWN}/ended_at"
+ERROR_TYPE = f"{OWN}/error/type"
+ERROR_MESSAGE = f"{OWN}/error/message"
 
 
 class _Conflict(Exception):
@@ -87,16 +94,23 @@ class Settings:
 
     @classmethod
     def resolve(cls, options: Mapping[str, Any], state: Mapping[str, Any]) -> Settings:
+        """The settings of a delivery. Precedence, highest first: what a resumed run started with
+        (``state``), the loggerhub option, Neptune's environment variable, the default."""
         unknown = sorted(set(options) - OPTIONS)
         if unknown:
             raise Rejected(f"unknown neptune option(s) {unknown}; known: {sorted(OPTIONS)}")
-        # A resumed run keeps the mode and folder it started with, whatever the environment says now.
-        mode = state.get("mode") or options.get("mode") or os.environ.get("NEPTUNE_MODE") or (
-            "async" if os.environ.get("NEPTUNE_API_TOKEN") else "offline"
-        )
+        if state.get("mode"):
+            mode, source = state["mode"], "the mode this run started with"
+        elif options.get("mode"):
+            mode, source = options["mode"], "neptune option mode"
+        elif os.environ.get("NEPTUNE_MODE"):
+            mode, source = os.environ["NEPTUNE_MODE"], "NEPTUNE_MODE"
+        else:
+            mode = "async" if os.environ.get("NEPTUNE_API_TOKEN") else "offline"
+            source = "default"
         if mode not in MODES:
-            raise Rejected(f"neptune option mode={mode!r}: expected one of {', '.join(MODES)}")
-        project = options.get("project") or os.environ.get("NEPTUNE_PROJECT")
+            raise Rejected(f"{source} is {mode!r}: expected one of {', '.join(MODES)}")
+        project = options.get("project") or os.environ.get("NEPTUNE_PROJECT") or state.get("project")
         if mode in ("async", "sync") and not project:
             # Not Rejected: setting NEPTUNE_PROJECT and running `loggerhub sync` fixes it.
             raise ValueError(f"neptune mode {mode!r} needs a project: set options.project or NEPTUNE_PROJECT")
@@ -147,42 +161,40 @@ class _Steps:
         self._record, self._done = None, set()
 
 
-class Session:
-    """The Neptune run of one loggerhub run, in one delivery process."""
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
 
-    def __init__(self, info: RunInfo) -> None:
-        self.info = info
-        self.run: Any = None
-        self.settings: Settings | None = None
+
+class NeptuneSession(TrackerSession):
+    """The Neptune run of one loggerhub run, in one delivery process.
+
+    An offline run cannot be reopened, so each session after a resume writes a new offline
+    container, a "part" of the run. When the delivery before it died between the client's
+    acknowledgement and loggerhub's offset commit, its last record comes again; the session reads
+    the last value of every series from the run's previous container and skips the points that
+    are already there, so the redelivery leaves no trace (see README, "Delivery guarantees").
+    """
+
+    def __init__(self, run: RunInfo, state: dict[str, Any], *, resumed: bool) -> None:
+        super().__init__(run, state, resumed=resumed)
+        settings = self.settings = Settings.resolve(run.options, state)
         self.keys = KeyMap()
         self._steps = _Steps()
         self._figures: set[str] = set()
-        self._state: dict[str, Any] = {}
-        self._described = False
+        #: The last value of each series in the run's previous container, by path: while set, a
+        #: point equal to it (and the points before it in the same call) was delivered already.
+        self._delivered: dict[str, tuple[Any, ...]] = {}
+        # The client reads this when it creates the run's folder; this process is ours alone.
+        os.environ["NEPTUNE_DATA_DIRECTORY"] = str(settings.data_directory)
+        logging.getLogger("neptune").setLevel(logging.WARNING)  # no banner in the trainer's terminal
+        self.neptune_run = self._init_run(settings)
+        try:
+            self._describe(settings)
+        except BaseException:
+            self.close()
+            raise
 
-    @property
-    def is_open(self) -> bool:
-        return self.run is not None
-
-    # -- lifecycle --------------------------------------------------------------------------------
-
-    def connect(self, state: dict[str, Any], *, resume: bool) -> None:
-        """Open the Neptune run (once) and write what finds it again into ``state``."""
-        if self.run is None:
-            self._state = dict(state)
-            settings = self.settings = Settings.resolve(self.info.options, state)
-            # The client reads this when it creates the run's folder; this process is ours alone.
-            os.environ["NEPTUNE_DATA_DIRECTORY"] = str(settings.data_directory)
-            logging.getLogger("neptune").setLevel(logging.WARNING)  # no banner in the trainer's terminal
-            self.run = self._init_run(settings, resume)
-        if not self._described:
-            assert self.settings is not None
-            self._describe(self.settings)
-            self._described = True
-        state.clear()
-        state.update(self._state)
-
-    def _init_run(self, settings: Settings, resume: bool) -> Any:
+    def _init_run(self, settings: Settings) -> Any:
         kwargs: dict[str, Any] = dict(
             mode=settings.mode,
             capture_stdout=False,  # these would capture the delivery process, not the trainer
@@ -194,51 +206,72 @@ class Session:
         )
         if settings.project:
             kwargs["project"] = settings.project
-        if resume and settings.mode in ("async", "sync") and self._state.get("sys_id"):
-            return neptune.init_run(with_id=self._state["sys_id"], **kwargs)
-        tags = [f"{k}:{v}" if v else k for k, v in self.info.tags.items()]
-        return neptune.init_run(custom_run_id=custom_run_id(self.info.run_id), name=self.info.name,
+        if self.resumed and settings.mode in ("async", "sync") and self.state.get("sys_id"):
+            return neptune.init_run(with_id=self.state["sys_id"], **kwargs)
+        tags = [f"{k}:{v}" if v else k for k, v in self.run.tags.items()]
+        return neptune.init_run(custom_run_id=custom_run_id(self.run.run_id), name=self.run.name,
                                 tags=tags or None, **kwargs)
 
     def _describe(self, settings: Settings) -> None:
-        run = self.run
+        run = self.neptune_run
         # With source_files=[] the client still records the running script, loggerhub's delivery
         # module here, which says nothing about the training code.
         for path in ("source_code/entrypoint", "source_code/files"):
             if run.exists(path):
                 del run[path]
-        state = self._state
-        state.update(mode=settings.mode, custom_run_id=custom_run_id(self.info.run_id),
+        state = self.state
+        state.update(mode=settings.mode, custom_run_id=custom_run_id(self.run.run_id),
                      data_directory=str(settings.data_directory))
-        run[f"{OWN}/run_id"] = self.info.run_id
-        run[f"{OWN}/project"] = self.info.project
-        run[f"{OWN}/status"] = "RUNNING"
+        if settings.project:
+            state["project"] = settings.project
+        earlier: list[dict[str, Any]] = []
+        part = None
         if settings.mode == "offline":
-            # An offline run cannot be reopened: each delivery after a resume is a new container.
+            # The run's containers are found on disk, by loggerhub/run_id, rather than in the
+            # state: a delivery may die after creating one and before its state is committed.
             container = run.get_url().rpartition("/")[2]  # "offline/<container id>"
-            parts = list(state.get("parts", []))
-            if container not in parts:
-                parts.append(container)
-            state["parts"] = parts
-            run[f"{OWN}/part"] = len(parts)
-            if len(parts) > 1 and self.info.config:
+            earlier = [c for c in offline.run_containers(settings.data_directory, self.run.run_id)
+                       if c["container_id"] != container]
+            part = max((c["part"] for c in earlier), default=0) + 1
+        run[f"{OWN}/run_id"] = self.run.run_id
+        run[f"{OWN}/project"] = self.run.project
+        run[f"{OWN}/status"] = "RUNNING"
+        run[STARTED_AT] = _utc(self.run.started_at)
+        if part is not None:
+            # An offline run cannot be reopened: each delivery after a resume is a new container.
+            run[f"{OWN}/part"] = part
+            if part > 1 and self.run.config:
                 # Each part becomes a run of its own when synced; give it the run's config too.
                 # Part 1 already holds these, so a key Neptune refuses here loses nothing.
                 with contextlib.suppress(Rejected):
-                    self.log_params(self.info.config)
-        elif settings.mode in ("async", "sync"):
+                    self.log_params(self.run.config)
+        if settings.mode in ("async", "sync"):
             state["sys_id"] = run["sys/id"].fetch()
             state["url"] = run.get_url()
         run.wait(disk_only=True)
+        for container in earlier:
+            # The redelivered record may have been stored by any earlier delivery (the last one
+            # may have died before storing anything), so every part counts, the latest last.
+            self._delivered.update(offline.last_series_values(container["dir"]))
 
-    def end(self, status: Status) -> None:
-        if self.run is None:
-            return
-        self.run[f"{OWN}/status"] = status.value
-        self.run["sys/failed"] = status is not Status.FINISHED
-        self.run.wait(disk_only=True)
-        self.run.stop()
-        self.run = None
+    def end(self, status: Status, ended_at: float, error: RunError | None) -> None:
+        run = self.neptune_run
+        run[f"{OWN}/status"] = status.value
+        run[ENDED_AT] = _utc(ended_at)
+        run[SYSTEM_FAILED_ATTRIBUTE_PATH] = status is not Status.FINISHED
+        if error is not None:
+            run[ERROR_TYPE] = error.type
+            run[ERROR_MESSAGE] = error.message
+            # Where the client itself logs an uncaught exception: a header line, then the frames.
+            lines = [f"{error.type}: {error.message}"[:STRING_SERIES_MAX]]
+            lines += [line[:STRING_SERIES_MAX] for line in error.traceback.splitlines() if line.strip()]
+            run[MONITORING_TRACEBACK_ATTRIBUTE_PATH].extend(lines)
+        run.wait(disk_only=True)
+        run.stop()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.neptune_run.stop()
 
     # -- data -------------------------------------------------------------------------------------
 
@@ -280,6 +313,8 @@ class Session:
                 except (KeyCollision, _Conflict) as error:
                     refused.append(f"metric {key!r}: {error}")
                     continue
+                finite = self._new(path, finite)
+                other = self._new(companion, other) if other else other
                 if finite:
                     self._steps.once(path, functools.partial(
                         self._extend, path, [x.value for x in finite], finite))
@@ -292,22 +327,29 @@ class Session:
 
     def log_image(self, image: ImageRecord) -> None:
         def body() -> list[str]:
-            png = image.png_bytes()
+            png = _png(image)
             if len(png) > IMAGE_MAX_BYTES:
                 raise Rejected(f"image {image.key!r}: {len(png)} bytes; Neptune holds images up to 32 MiB")
             path = self._path(image.key, attrs.FileSeries)
             if image.boxes:
                 boxes_path = self._path(image.key, attrs.StringSeries, BOXES)
-                png = draw_boxes(png, image.boxes)
-            self._steps.once("image", lambda: self.run[path].append(
-                File.from_content(png, extension="png"), step=image.step, timestamp=image.timestamp,
-                name=image.caption))
+                try:
+                    png = draw_boxes(png, image.boxes)[0]
+                except OSError as error:
+                    raise Rejected(f"image {image.key!r}: Pillow cannot read it: {error}") from error
+            if self._new(path, [image]):
+                self._steps.once("image", lambda: self.neptune_run[path].append(
+                    File.from_content(png, extension="png"), step=image.step, timestamp=image.timestamp,
+                    name=image.caption))
             if image.boxes:
                 # One entry per box keeps each under the 1000-character limit of a string series
                 # value; no step, because a series takes one value per step.
                 values = [box_json(box, image.step, i) for i, box in enumerate(image.boxes)]
-                self._steps.once("boxes", lambda: self.run[boxes_path].extend(
-                    values, timestamps=[image.timestamp] * len(values)))
+                keep = len(self._new_values(boxes_path, values, image.timestamp))
+                values = values[len(values) - keep:]
+                if values:
+                    self._steps.once("boxes", lambda: self.neptune_run[boxes_path].extend(
+                        values, timestamps=[image.timestamp] * len(values)))
             return []
 
         self._deliver(image, body)
@@ -315,12 +357,13 @@ class Session:
     def log_figure(self, figure: FigureRecord) -> None:
         def body() -> list[str]:
             path = self._path(figure.key, attrs.FileSeries)
-            self._steps.once("image", lambda: self.run[path].append(
-                File.from_content(figure.png_bytes(), extension="png"), step=figure.step,
-                timestamp=figure.timestamp))
+            if self._new(path, [figure]):
+                self._steps.once("image", lambda: self.neptune_run[path].append(
+                    File.from_content(_png(figure), extension="png"), step=figure.step,
+                    timestamp=figure.timestamp))
             if path not in self._figures:
                 self._check(FIGURES, attrs.StringSet)
-                self._steps.once("mark", lambda: self.run[FIGURES].add([path]))
+                self._steps.once("mark", lambda: self.neptune_run[FIGURES].add([path]))
                 self._figures.add(path)
             return []
 
@@ -330,19 +373,21 @@ class Session:
         namespace = MODELS if artifact.kind is ArtifactKind.MODEL else ARTIFACTS
         self._upload(artifact, namespace)
 
-    def checkpoint_saved(self, checkpoint: ArtifactRecord) -> None:
+    def log_checkpoint(self, checkpoint: ArtifactRecord) -> None:
         self._upload(checkpoint, MODELS)
 
     def _upload(self, artifact: ArtifactRecord, namespace: str) -> None:
         def body() -> list[str]:
             source = os.path.abspath(artifact.path)
+            if not os.path.exists(source):
+                raise Rejected(f"artifact {artifact.name!r}: {source} is gone from the run directory")
             if artifact.is_dir:
                 path = self._path(artifact.name, attrs.FileSet, namespace)
                 # assign, not upload_files: a re-logged directory replaces the earlier set.
-                self._steps.once("upload", lambda: self.run[path].assign(FileSet([glob.escape(source)])))
+                self._steps.once("upload", lambda: self.neptune_run[path].assign(FileSet([glob.escape(source)])))
             else:
                 path = self._path(artifact.name, attrs.File, namespace)
-                self._steps.once("upload", lambda: self.run[path].upload(File(source)))
+                self._steps.once("upload", lambda: self.neptune_run[path].upload(File(source)))
             return []
 
         self._deliver(artifact, body)
@@ -350,12 +395,13 @@ class Session:
     def log_text(self, text: TextRecord) -> None:
         def body() -> list[str]:
             path = self._path(text.key, attrs.StringSeries)
-            self._steps.once("text", lambda: self.run[path].append(
-                text.text[:STRING_SERIES_MAX], step=text.step, timestamp=text.timestamp))
+            if self._new(path, [text]):
+                self._steps.once("text", lambda: self.neptune_run[path].append(
+                    text.text[:STRING_SERIES_MAX], step=text.step, timestamp=text.timestamp))
             if len(text.text) > STRING_SERIES_MAX:
                 full = f"{self.keys.path(text.key, LONG_TEXTS)}/{text.step}"
                 self._check(full, attrs.File)
-                self._steps.once("full", lambda: self.run[full].upload(
+                self._steps.once("full", lambda: self.neptune_run[full].upload(
                     File.from_content(text.text.encode("utf-8"), extension="txt")))
             return []
 
@@ -368,7 +414,7 @@ class Session:
             writer = csv.writer(out)
             writer.writerow(table.columns)
             writer.writerows(table.rows)
-            self._steps.once("table", lambda: self.run[path].upload(
+            self._steps.once("table", lambda: self.neptune_run[path].upload(
                 File.from_content(out.getvalue(), extension="csv")))
             return []
 
@@ -377,30 +423,54 @@ class Session:
     # -- helpers ----------------------------------------------------------------------------------
 
     def _deliver(self, record: object, body: Callable[[], list[str]]) -> None:
-        if self.run is None:
-            raise RuntimeError("the Neptune run is not open: run_start or run_resume was not called")
         self._steps.start(record)
         try:
             refused = body()
             # Returning acknowledges the record, so it must be in the client's files by then.
-            self.run.wait(disk_only=True)
+            self.neptune_run.wait(disk_only=True)
         except (KeyCollision, _Conflict, MetadataInconsistency, OperationNotSupported, FileNotFound,
                 TypeError, ValueError) as error:
-            self._steps.finish()
+            self._done()
             raise Rejected(f"Neptune cannot store this record: {error}") from error
         except Rejected:
-            self._steps.finish()
+            self._done()
             raise
-        self._steps.finish()
+        self._done()
         if refused:
             raise Rejected("; ".join(refused) + " (the record's other values were stored)")
 
+    def _done(self) -> None:
+        self._steps.finish()
+        # Only the first record after a resume can be one the previous delivery had stored.
+        self._delivered = {}
+
+    def _new(self, path: str, items: Sequence[Any]) -> list[Any]:
+        """``items`` (points, images or texts of one series, in order) that the run's previous
+        container does not end with: a redelivered record's values are skipped."""
+        last = self._delivered.get(path)
+        if last is None:
+            return list(items)
+        for index, item in enumerate(items):
+            if (float(item.step), float(item.timestamp)) == last[:2]:
+                return list(items[index + 1:])
+        return list(items)
+
+    def _new_values(self, path: str, values: Sequence[str], timestamp: float) -> list[str]:
+        """The same as :meth:`_new`, for a series without steps (the boxes)."""
+        last = self._delivered.get(path)
+        if last is None:
+            return list(values)
+        for index, value in enumerate(values):
+            if (float(timestamp), value) == last[1:]:
+                return list(values[index + 1:])
+        return list(values)
+
     def _assign(self, path: str, value: object) -> None:
-        self.run[path] = value
+        self.neptune_run[path] = value
 
     def _extend(self, path: str, values: Sequence[float | str], points: Sequence[MetricPoint]) -> None:
-        self.run[path].extend(list(values), steps=[p.step for p in points],
-                              timestamps=[p.timestamp for p in points])
+        self.neptune_run[path].extend(list(values), steps=[p.step for p in points],
+                                      timestamps=[p.timestamp for p in points])
 
     def _path(self, key: str, kind: type, namespace: str | None = None) -> str:
         path = self.keys.path(key, namespace)
@@ -409,16 +479,17 @@ class Session:
 
     def _check(self, path: str, kind: type, *, replace: bool = False) -> None:
         """Make sure ``path`` can take a field of ``kind``; ``replace`` drops an atom of another type."""
+        run = self.neptune_run
         parts = path.split("/")
         for i in range(1, len(parts)):
             prefix = "/".join(parts[:i])
-            found = self.run.get_attribute(prefix)
+            found = run.get_attribute(prefix)
             if found is None:
                 break
             if not isinstance(found, Namespace):
                 raise _Conflict(f"Neptune field {prefix!r} is a {type(found).__name__}, so it cannot "
                                 f"also be a namespace holding {path!r}")
-        found = self.run.get_attribute(path)
+        found = run.get_attribute(path)
         if found is None:
             return
         if isinstance(found, Namespace):
@@ -427,7 +498,7 @@ class Session:
         if isinstance(found, kind):
             return
         if replace and type(found) in _ATOM_TYPES.values():
-            del self.run[path]  # a param changed type: the later value wins, as with any param
+            del run[path]  # a param changed type: the later value wins, as with any param
             return
         raise _Conflict(
             f"Neptune field {path!r} already holds a {type(found).__name__}, not a {kind.__name__}")
@@ -455,6 +526,13 @@ def _param_value(value: Any) -> str | int | float | bool:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+def _png(record: ImageRecord | FigureRecord) -> bytes:
+    try:
+        return record.png_bytes()
+    except FileNotFoundError as error:
+        raise Rejected(f"{record.key!r}: {record.path} is gone from the run directory") from error
+
+
 def _nonfinite(value: float) -> str:
     if math.isnan(value):
         return "nan"
@@ -463,34 +541,7 @@ def _nonfinite(value: float) -> str:
 
 def box_json(box: Box, step: int, index: int) -> str:
     """One box as the JSON text stored in ``loggerhub/boxes/<key>``."""
-    return json.dumps({"step": step, "index": index, **dataclasses.asdict(box)},
-                      ensure_ascii=False, separators=(",", ":"))
+    return json.dumps({"step": step, "index": index, **box_dict(box)}, ensure_ascii=False, separators=(",", ":"))
 
 
-def draw_boxes(png: bytes, boxes: Sequence[Box]) -> bytes:
-    """The PNG with its boxes and their labels drawn on it."""
-    from PIL import Image, ImageDraw
-
-    with Image.open(io.BytesIO(png)) as source:
-        canvas = source.convert("RGB")
-    draw = ImageDraw.Draw(canvas)
-    width = max(1, round(min(canvas.size) / 160))
-    for box in boxes:
-        seed = box.class_id if box.class_id is not None else zlib.crc32((box.label or "").encode())
-        color = _PALETTE[seed % len(_PALETTE)]
-        x0, x1 = sorted((box.x0, box.x1))
-        y0, y1 = sorted((box.y0, box.y1))
-        draw.rectangle((x0, y0, x1, y1), outline=color, width=width)
-        caption = " ".join(filter(None, [box.label, None if box.score is None else f"{box.score:.2f}"]))
-        if caption:
-            draw.text((x0 + width + 1, y0 + width), caption, fill=color)
-    out = io.BytesIO()
-    canvas.save(out, format="PNG")
-    return out.getvalue()
-
-
-def client_version() -> str:
-    return str(neptune.__version__)
-
-
-__all__ = ["Session", "Settings", "box_json", "client_version", "custom_run_id", "draw_boxes"]
+__all__ = ["NeptuneSession", "Settings", "box_json", "custom_run_id"]

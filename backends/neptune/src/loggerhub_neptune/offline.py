@@ -61,12 +61,22 @@ def offline_root(data_dir: str | os.PathLike[str]) -> Path:
 
 
 def find_containers(data_dir: str | os.PathLike[str]) -> list[Path]:
-    """Every offline container folder under ``data_dir``, oldest first."""
+    """Every offline container folder under ``data_dir``, oldest first (by ``createdAt``).
+
+    A folder whose ``metadata.json`` holds JSON that is not an object is left out, unreported (a
+    list of paths has no place for a report): the client never writes one, so it is no container.
+    """
     root = offline_root(data_dir)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and (p / "metadata.json").is_file()]
-    return sorted(found, key=lambda p: (_metadata(p).get("createdAt", ""), p.name))
+    found = []
+    for folder in root.iterdir():
+        if not folder.is_dir() or not (folder / "metadata.json").is_file():
+            continue
+        metadata: Any = _metadata(folder)
+        if isinstance(metadata, dict):
+            found.append((str(metadata.get("createdAt", "")), folder.name, folder))
+    return [folder for *_, folder in sorted(found)]
 
 
 def container_id(container: str | os.PathLike[str]) -> str:
@@ -117,6 +127,44 @@ def read_run(data_dir: str | os.PathLike[str], run_id: str) -> list[dict[str, An
         if container["fields"].get("loggerhub/run_id", {}).get("value") == run_id:
             parts.append(container)
     return sorted(parts, key=lambda c: c["fields"].get("loggerhub/part", {}).get("value", 0))
+
+
+def run_containers(data_dir: str | os.PathLike[str], run_id: str, head: int = 200) -> list[dict[str, Any]]:
+    """The containers the loggerhub backend wrote for ``run_id``, part 1 first, read cheaply.
+
+    Returns ``{"dir", "container_id", "part"}`` per container. Only the first ``head`` operations
+    of each container are read: the backend writes ``loggerhub/run_id`` and ``loggerhub/part``
+    right after the client's own first operations.
+    """
+    found = []
+    for folder in find_containers(data_dir):
+        fields: dict[str, dict[str, Any]] = {}
+        for count, op in enumerate(read_operations(folder)):
+            _apply(fields, op, folder)
+            if count >= head or "loggerhub/part" in fields:
+                break
+        if fields.get("loggerhub/run_id", {}).get("value") == run_id:
+            part = fields.get("loggerhub/part", {}).get("value", 0)
+            found.append({"dir": str(folder), "container_id": container_id(folder), "part": part})
+    return sorted(found, key=lambda c: c["part"])
+
+
+def last_series_values(container: str | os.PathLike[str]) -> dict[str, tuple[float | None, float, Any]]:
+    """The last value of every float and string series in a container: ``(step, ts, value)``,
+    with the step (None for a series without steps) and time as floats; image series too, with
+    None for the value."""
+    last: dict[str, tuple[float | None, float, Any]] = {}
+    for op in read_operations(container):
+        kind = op["type"]
+        path = "/".join(op["path"])
+        if kind in _SERIES and op["values"]:
+            value = op["values"][-1]
+            step = value.get("step")
+            last[path] = (None if step is None else float(step), float(value.get("ts") or 0.0),
+                          None if kind == "LogImages" else value.get("value"))
+        elif kind in _CLEARS or (kind == "DeleteAttribute" and path in last):
+            last.pop(path, None)
+    return last
 
 
 def merge_parts(parts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import html
-import io
 import json
 import math
 import os
@@ -16,9 +15,8 @@ import re
 import shutil
 import sys
 import time
-import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +32,22 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from loggerhub_hookspecs import (
     ArtifactRecord,
-    Box,
     FigureRecord,
     ImageRecord,
+    LifecycleEvent,
     MetricPoint,
     ParamValue,
+    Phase,
     Rejected,
+    RunError,
     RunInfo,
     Status,
     TableRecord,
     TableRole,
     TextRecord,
+    Unsupported,
 )
+from loggerhub_hookspecs.kit import TrackerSession, box_dict, draw_boxes
 from loggerhub_tensorboard import keys, reader
 
 SCALARS = scalar_metadata.PLUGIN_NAME
@@ -53,8 +55,9 @@ IMAGES = image_metadata.PLUGIN_NAME
 TEXT = text_metadata.PLUGIN_NAME
 
 RUN_TAG = keys.reserved("run")
-PARAMS_TAG = keys.reserved("params")
-STATUS_TAG = keys.reserved("status")
+PARAMS_TAG = reader.PARAMS_TAG
+STATUS_TAG = reader.STATUS_TAG
+ERROR_TAG = reader.ERROR_TAG
 
 OPTION_NAMES = ("logdir", "flush_secs", "hparams_experiment")
 
@@ -65,10 +68,11 @@ HPARAMS_STATUS = {
     Status.KILLED: hp_api.STATUS_FAILURE,
 }
 
+# With flush_secs > 0, these boundaries flush the writer: the data of an epoch shows at its end.
+FLUSH_PHASES = frozenset({Phase.EPOCH_END, Phase.VALIDATION_END, Phase.TRAIN_END})
+
 # Integers beyond this lose digits as the doubles that HParams numbers are.
 _MAX_EXACT_INT = 2**53
-_PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128))
 
 
 def annotations_tag(tag: str) -> str:
@@ -118,43 +122,95 @@ def _warn(message: str) -> None:
 # --------------------------------------------------------------------------- the session
 
 
-class Session:
+class TensorBoardSession(TrackerSession):
     """Writes one run into its logdir. A resumed delivery opens a new event file beside the
-    earlier ones; TensorBoard reads all event files of a directory as one run."""
+    earlier ones; TensorBoard reads all event files of a directory as one run.
 
-    def __init__(self, run: RunInfo, options: Options, *, resumed: bool) -> None:
-        self.run = run
+    Redelivery is invisible: loggerhub delivers a record again when a delivery died after the
+    record was written but before its journal offset was saved, and after a failed write. Such
+    records are the first ones the session receives, so until a record turns out new, each is
+    checked against what the logdir already holds (see :meth:`_already_written`).
+    """
+
+    def __init__(self, run: RunInfo, state: dict[str, Any], *, resumed: bool) -> None:
+        super().__init__(run, state, resumed=resumed)
+        options = parse_options(run)
+        if state.get("logdir"):
+            # The logdir the run started in, even if a relative option now resolves elsewhere.
+            options = replace(options, logdir=Path(state["logdir"]))
+        state["logdir"] = str(options.logdir)
         self.logdir = options.logdir
         self._flush_secs = options.flush_secs
         self._experiment = options.hparams_experiment
         self.logdir.mkdir(parents=True, exist_ok=True)
-        # TensorBoard keeps one plugin per tag (the first it reads), in every event file of the
-        # run: earlier deliveries' tags, and any other writer's, count.
-        earlier = reader.scan(self.logdir)
-        self._plugins = earlier.plugins
-        self._hparams_pending = hp_metadata.SESSION_START_INFO_TAG not in self._plugins
         self._params: dict[str, ParamValue] = dict(run.config)
-        # Our own texts (params, status) go at the latest step so far: the default loader hides
-        # a tag's records at steps >= that of a newer record.
-        self._step = earlier.last_step
-        self._wall_time = max(run.started_at, earlier.last_wall_time)
         self._writer: EventFileWriter | None = None
         self._tags_in_file: set[str] = set()
+        # TensorBoard keeps one plugin per tag (the first it reads), in every event file of the
+        # run: earlier deliveries' tags, and any other writer's, count.
+        self._plugins: dict[str, str] = {}
+        self._step = 0
+        self._wall_time = run.started_at
+        self._load_logdir()
         atexit.register(self.close)
-        if not resumed:
+        # Asked directly, not through _already_written: the run table is no journal record.
+        if not resumed and RUN_TAG not in self._marks:
             self._write_run_info()
             self.done()
+
+    def _load_logdir(self) -> None:
+        """Learn what the event files hold; a redelivered record is found among them."""
+        earlier = reader.scan(self.logdir)
+        for tag, plugin in earlier.plugins.items():
+            self._plugins.setdefault(tag, plugin)
+        self._hparams_pending = hp_metadata.SESSION_START_INFO_TAG not in earlier.plugins
+        # Our own texts (params, status) go at the latest step so far: the default loader hides
+        # a tag's records at steps >= that of a newer record.
+        self._step = max(self._step, earlier.last_step)
+        self._wall_time = max(self._wall_time, earlier.last_wall_time)
+        self._marks = earlier.marks
+        self._params_texts = earlier.params_texts
+        self._replaying = bool(earlier.marks)
+        self._in_doubt = False
+
+    def _begin(self) -> None:
+        """Start of a record: after a failed write, what reached the disk decides what is new."""
+        if self._in_doubt:
+            self._load_logdir()
+
+    def _already_written(self, tag: str, step: int, wall_time: float) -> bool:
+        """True for a value the logdir holds already: a record delivered again.
+
+        Records reach the session in journal order, and a redelivery replays the records after
+        the last saved offset, so the redelivered ones come first. While every record so far was
+        found, a value is found when its tag was written up to its ``(wall time, step)`` or
+        later; the first value that is not ends the check for the rest of the session. Times are
+        the journal's, so a record logged later compares later, after any resume.
+        """
+        if not self._replaying:
+            return False
+        mark = self._marks.get(tag)
+        if mark is not None and (wall_time, step) <= mark:
+            return True
+        self._replaying = False
+        return False
 
     # -- records ------------------------------------------------------------------------------
 
     def log_params(self, params: Mapping[str, ParamValue]) -> None:
+        self._begin()
         self._params.update(params)
         if params:
             rows = [(key, _render(value)) for key, value in params.items()]
-            self._text(PARAMS_TAG, markdown_table(("param", "value"), rows), self._step, self._wall_time)
+            text = markdown_table(("param", "value"), rows)
+            # Params carry no time: a redelivered table is recognised by its text.
+            if not (self._replaying and reader.text_digest(text) in self._params_texts):
+                self._replaying = False
+                self._text(PARAMS_TAG, text, self._step, self._wall_time)
         self.done()
 
     def log_metrics(self, points: Sequence[MetricPoint]) -> None:
+        self._begin()
         self._start_hparams()
         refused: list[str] = []
         events: dict[tuple[int, float], list[tuple[str, str, TensorProto]]] = {}
@@ -163,6 +219,8 @@ class Session:
             held = self._claim(tag, SCALARS)
             if held is not None:
                 refused.append(f"{point.key!r}@{point.step} (the tag holds {held})")
+                continue
+            if self._already_written(tag, point.step, point.timestamp):
                 continue
             # The data server that TensorBoard reads with by default drops DT_DOUBLE scalars.
             tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=_SCALAR_SHAPE,
@@ -179,8 +237,12 @@ class Session:
             )
 
     def log_image(self, image: ImageRecord) -> None:
+        self._begin()
         self._start_hparams()
         tag = self._claim_or_reject(keys.to_tracker(image.key), IMAGES, image.key)
+        if self._already_written(tag, image.step, image.timestamp):
+            self.done()  # the session start may have been written just now
+            return
         png = _media(image.path)
         width, height = image.width, image.height
         if image.boxes:
@@ -188,7 +250,7 @@ class Session:
                 png, width, height = draw_boxes(png, image.boxes)
             except OSError as error:  # Pillow cannot read it: retrying will not change that
                 raise Rejected(f"image {image.key!r}: cannot draw its boxes: {error}") from error
-        self._emit(image.step, image.timestamp, [(tag, IMAGES, _image_tensor(png, width, height))])
+        values = [(tag, IMAGES, _image_tensor(png, width, height))]
         if image.boxes or image.caption is not None:
             note = {
                 "caption": image.caption,
@@ -196,32 +258,52 @@ class Session:
                 "height": image.height,
                 "boxes": [box_dict(box) for box in image.boxes],
             }
-            self._text(annotations_tag(tag), json.dumps(note, ensure_ascii=False), image.step,
-                       image.timestamp)
+            # In the image's own event: the image and its note are written together or not at all.
+            values.append((annotations_tag(tag), TEXT, _text_tensor(json.dumps(note, ensure_ascii=False))))
+        self._emit(image.step, image.timestamp, values)
         self.done()
 
     def log_figure(self, figure: FigureRecord) -> None:
+        self._begin()
         self._start_hparams()
         tag = self._claim_or_reject(keys.to_tracker(figure.key), IMAGES, figure.key)
+        if self._already_written(tag, figure.step, figure.timestamp):
+            self.done()  # the session start may have been written just now
+            return
         tensor = _image_tensor(_media(figure.path), figure.width, figure.height)
         self._emit(figure.step, figure.timestamp, [(tag, IMAGES, tensor)])
         self.done()
 
     def log_text(self, text: TextRecord) -> None:
+        self._begin()
         self._start_hparams()
         tag = self._claim_or_reject(keys.to_tracker(text.key), TEXT, text.key)
-        self._text(tag, text.text, text.step, text.timestamp)
+        if not self._already_written(tag, text.step, text.timestamp):
+            self._text(tag, text.text, text.step, text.timestamp)
         self.done()
 
     def log_table(self, table: TableRecord) -> None:
+        self._begin()
         self._start_hparams()
         tag = self._claim_or_reject(keys.to_tracker(table.key), TEXT, table.key)
-        self._text(tag, table_markdown(table), table.step, table.timestamp)
+        if not self._already_written(tag, table.step, table.timestamp):
+            self._text(tag, table_markdown(table), table.step, table.timestamp)
         self.done()
 
-    def log_artifact(self, artifact: ArtifactRecord, folder: str = "artifacts") -> None:
+    def log_artifact(self, artifact: ArtifactRecord) -> None:
+        self._copy(artifact, "artifacts")
+
+    def log_checkpoint(self, checkpoint: ArtifactRecord) -> None:
+        self._copy(checkpoint, "checkpoints")
+
+    def _copy(self, artifact: ArtifactRecord, folder: str) -> None:
         """Copy the artifact to ``<logdir>/<folder>/<name>`` and note it in the Text tab."""
+        self._begin()
         self._start_hparams()
+        # A redelivered copy could replace a later one of the same name: skip it altogether.
+        if self._already_written(artifact_tag(folder, artifact.name), artifact.step, artifact.timestamp):
+            self.done()  # the session start may have been written just now
+            return
         if not artifact.path.exists():
             raise Rejected(f"artifact {artifact.name!r}: its copy in the run directory is gone: "
                            f"{artifact.path}")
@@ -241,15 +323,43 @@ class Session:
         self._text(artifact_tag(folder, artifact.name), note, artifact.step, artifact.timestamp)
         self.done()
 
-    def end(self, status: Status) -> None:
-        """Status, session end (and the experiment summary when asked for), then close."""
+    def on_event(self, event: LifecycleEvent) -> None:
+        """TensorBoard has no place for lifecycle boundaries, so each is reported as skipped.
+
+        One is still of use: with ``flush_secs`` > 0, the end of an epoch, a validation or the
+        training flushes the writer, so that TensorBoard shows the epoch's data at its end (with
+        0, every hook has flushed already).
+        """
+        if event.phase in FLUSH_PHASES and self._writer is not None:
+            self._flush()
+        raise Unsupported(event.phase.value)
+
+    @classmethod
+    def supported_records(cls) -> frozenset[str]:
+        # on_event is overridden for the flush only: no boundary is stored.
+        return super().supported_records() - {phase.value for phase in Phase}
+
+    def end(self, status: Status, ended_at: float, error: RunError | None) -> None:
+        """Status (and failure), session end (and the experiment summary when asked for), then close.
+
+        The end is stamped with the journal's ``ended_at``, never the delivery time: a run that
+        ``loggerhub sync`` delivers a day later still ended when it ended.
+        """
+        self._begin()
         self._start_hparams()
-        self._text(STATUS_TAG, status.value, self._step, self._wall_time)
-        end_info = hp_data.SessionEndInfo(status=HPARAMS_STATUS[status], end_time_secs=self._wall_time)
-        self._hparams(hp_metadata.SESSION_END_INFO_TAG, hp_data.HParamsPluginData(session_end_info=end_info),
-                      self._wall_time)
-        if self._experiment:
-            self._write_experiment()
+        if not self._already_written(STATUS_TAG, self._step, ended_at):
+            end_info = hp_data.SessionEndInfo(status=HPARAMS_STATUS[status], end_time_secs=ended_at)
+            self._hparams(hp_metadata.SESSION_END_INFO_TAG, hp_data.HParamsPluginData(session_end_info=end_info),
+                          ended_at)
+            if self._experiment:
+                self._write_experiment()
+            # The status last: events reach the file in order, so a status on disk means the
+            # whole end is, and a redelivered end is skipped only then.
+            values = [(STATUS_TAG, TEXT, _text_tensor(status.value))]
+            if error is not None:
+                values.append((ERROR_TAG, TEXT, _text_tensor(error_markdown(status, error))))
+            self._emit(self._step, ended_at, values)
+        self.done()
         self.close()
 
     # -- hparams ------------------------------------------------------------------------------
@@ -318,9 +428,7 @@ class Session:
         return tag
 
     def _text(self, tag: str, text: str, step: int, wall_time: float) -> None:
-        tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=_SCALAR_SHAPE,
-                                        string_val=[text.encode("utf-8")])
-        self._emit(step, wall_time, [(tag, TEXT, tensor)])
+        self._emit(step, wall_time, [(tag, TEXT, _text_tensor(text))])
 
     def _emit(self, step: int, wall_time: float, values: list[tuple[str, str, TensorProto]]) -> None:
         self._step = max(self._step, step)
@@ -341,7 +449,6 @@ class Session:
         try:
             writer.add_event(event)
         except Exception:
-            # A failed writer thread never recovers; the retry gets a fresh event file.
             self._drop_writer()
             raise
 
@@ -356,13 +463,20 @@ class Session:
     def done(self) -> None:
         """End of a hook: with ``flush_secs`` 0, what the hook delivered is in the file now."""
         if self._flush_secs == 0 and self._writer is not None:
-            try:
-                self._writer.flush()
-            except Exception:
-                self._drop_writer()
-                raise
+            self._flush()
+
+    def _flush(self) -> None:
+        assert self._writer is not None
+        try:
+            self._writer.flush()
+        except Exception:
+            self._drop_writer()
+            raise
 
     def _drop_writer(self) -> None:
+        """After a failed write: a failed writer thread never recovers, so the retry gets a fresh
+        event file, and it first reads what reached the disk (part of the record, maybe)."""
+        self._in_doubt = True
         writer, self._writer = self._writer, None
         if writer is not None:
             with contextlib.suppress(Exception):  # it failed already; the caller raises that error
@@ -408,6 +522,11 @@ def _media(path: Path) -> bytes:
         raise Rejected(f"media file missing from the run directory: {path}") from error
 
 
+def _text_tensor(text: str) -> TensorProto:
+    return tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=_SCALAR_SHAPE,
+                                  string_val=[text.encode("utf-8")])
+
+
 def _image_tensor(png: bytes, width: int, height: int) -> TensorProto:
     # The image plugin's format: a string vector [width, height, encoded image...].
     shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=3)])
@@ -433,38 +552,13 @@ def set_hparam(target: Any, value: ParamValue) -> None:
         target.string_value = str(value)
 
 
-def box_dict(box: Box) -> dict[str, Any]:
-    return {"x0": box.x0, "y0": box.y0, "x1": box.x1, "y1": box.y1, "label": box.label,
-            "score": box.score, "class_id": box.class_id}
-
-
-def draw_boxes(png: bytes, boxes: Sequence[Box]) -> tuple[bytes, int, int]:
-    """The image with its boxes and their labels drawn on it, as PNG."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    with Image.open(io.BytesIO(png)) as source:
-        image = source.convert("RGBA" if "A" in source.getbands() else "RGB")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
-    line = max(1, round(min(image.size) / 150))
-    for box in boxes:
-        x0, x1 = sorted((box.x0, box.x1))
-        y0, y1 = sorted((box.y0, box.y1))
-        key = box.class_id if box.class_id is not None else zlib.crc32((box.label or "").encode())
-        color = _PALETTE[key % len(_PALETTE)]
-        draw.rectangle((x0, y0, x1, y1), outline=color, width=line)
-        label = " ".join(
-            part for part in (box.label, None if box.score is None else f"{box.score:.2f}") if part
-        )
-        if label:
-            left, top, right, bottom = draw.textbbox((x0, y0), label, font=font)
-            lift = bottom - top + 2
-            y = y0 - lift if y0 >= lift else y0
-            draw.rectangle((x0, y, x0 + right - left + 2, y + lift), fill=color)
-            draw.text((x0 + 1, y), label, fill=(255, 255, 255), font=font)
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue(), image.width, image.height
+def error_markdown(status: Status, error: RunError) -> str:
+    """Why the run failed, for the Text tab: the type and message, then the traceback."""
+    lines = [f"**{status.value}**: {_cell(error.type)}: {_cell(error.message)}"]
+    if error.traceback:
+        # An indented block: markdown shows it verbatim, whatever characters it holds.
+        lines += ["", *("    " + line for line in error.traceback.splitlines())]
+    return "\n".join(lines)
 
 
 def _render(value: Any) -> str:

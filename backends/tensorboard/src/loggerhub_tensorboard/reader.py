@@ -6,6 +6,7 @@ plugin's data). Tags stay TensorBoard tags; ``keys.from_tracker`` turns them int
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from tensorboard.util import tensor_util
 from loggerhub_tensorboard import keys
 
 STATUS_TAG = keys.reserved("status")
+ERROR_TAG = keys.reserved("error")
+PARAMS_TAG = keys.reserved("params")
 FILE_FOLDERS = ("artifacts", "checkpoints")
 
 
@@ -63,8 +66,14 @@ class TensorBoardRun:
     hparams: dict[str, bool | float | str] = field(default_factory=dict)
     #: The first HParams session end's status (``STATUS_SUCCESS`` ...), as TensorBoard shows it.
     hparams_status: str | None = None
+    #: The first HParams session end's end time (seconds since the epoch), as TensorBoard shows it.
+    hparams_end_time: float | None = None
     #: The last status this backend wrote: FINISHED, FAILED or KILLED.
     status: str | None = None
+    #: The wall time of that status: when the run ended.
+    ended_at: float | None = None
+    #: Why the run failed at that end (markdown: type, message, traceback), if it says.
+    error: str | None = None
     #: Files copied under ``artifacts/`` and ``checkpoints/``, relative to the logdir.
     files: set[str] = field(default_factory=set)
 
@@ -85,6 +94,14 @@ class Scan:
     plugins: dict[str, str] = field(default_factory=dict)
     last_step: int = 0
     last_wall_time: float = 0.0
+    #: Tag -> the latest ``(wall_time, step)`` of a value under it: how far the tag was written.
+    marks: dict[str, tuple[float, int]] = field(default_factory=dict)
+    #: SHA-256 digests of the texts under ``_loggerhub_/params`` (params carry no time of their own).
+    params_texts: set[str] = field(default_factory=set)
+
+
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def scan(logdir: str | Path) -> Scan:
@@ -92,6 +109,7 @@ def scan(logdir: str | Path) -> Scan:
     of the time of a full read, and the backend scans on every resume."""
     found = Scan()
     plugins = found.plugins
+    marks = found.marks
     for path in event_files(logdir):
         for record in _records(path):
             event = event_pb2.Event.FromString(record)
@@ -99,7 +117,13 @@ def scan(logdir: str | Path) -> Scan:
                 continue
             found.last_step = max(found.last_step, event.step)
             found.last_wall_time = max(found.last_wall_time, event.wall_time)
+            mark = (event.wall_time, event.step)
             for value in event.summary.value:
+                if value.tag not in marks or marks[value.tag] < mark:
+                    marks[value.tag] = mark
+                if value.tag == PARAMS_TAG:
+                    found.params_texts.update(text_digest(s.decode("utf-8", "replace"))
+                                              for s in value.tensor.string_val)
                 if value.tag in plugins:
                     continue
                 if not value.HasField("metadata"):
@@ -165,8 +189,13 @@ def read_logdir(logdir: str | Path) -> TensorBoardRun:
     if hp_metadata.SESSION_END_INFO_TAG in content:
         end = hp_metadata.parse_session_end_info_plugin_data(content[hp_metadata.SESSION_END_INFO_TAG])
         run.hparams_status = hp_api.Status.Name(end.status)
+        run.hparams_end_time = end.end_time_secs
     statuses = run.texts.get(STATUS_TAG)
-    run.status = statuses[-1].text if statuses else None
+    if statuses:
+        run.status, run.ended_at = statuses[-1].text, statuses[-1].wall_time
+        # Written in the status's own event: an older error belongs to an earlier end.
+        errors = [e for e in run.texts.get(ERROR_TAG, []) if e.wall_time == run.ended_at]
+        run.error = errors[-1].text if errors else None
     for folder in FILE_FOLDERS:
         root = logdir / folder
         run.files.update(str(p.relative_to(logdir).as_posix()) for p in root.rglob("*") if p.is_file())
