@@ -46,7 +46,9 @@ def main() -> None:
         init = {"dir": args.dir} if args.dir else {}
         # No backends= here: LOGGERHUB_BACKENDS (or loggerhub.toml) decides, "local" by default.
         run = attach(model, project="examples", name="yolo-synthetic", **init)
-        model.train(data=str(data), epochs=args.epochs, imgsz=64, batch=4, workers=0, device="cpu",
+        # Steps are optimizer steps. Ultralytics accumulates gradients up to nbs=64 images by
+        # default, so 8 images would take one step in all; nbs=batch steps once per batch.
+        model.train(data=str(data), epochs=args.epochs, imgsz=64, batch=4, nbs=4, workers=0, device="cpu",
                     amp=False, plots=True, project=str(work / "ultralytics-runs"), name="train",
                     verbose=False)
         # The training ended the run; its summary says what each tracker received.

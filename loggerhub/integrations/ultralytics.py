@@ -10,9 +10,10 @@
     model.train(data="coco8.yaml", epochs=10)  # the run ends with the training
 
 The adapter registers on every Ultralytics callback event and turns each into loggerhub records;
-it holds no tracker-specific code. Every record's step is the 1-based epoch number; records
-logged outside a training (``val``, ``predict``, ``export``) use the run's current step. See
-docs/ultralytics.md for the full table of what is logged where.
+it holds no tracker-specific code. A training's records follow the step rule of every loggerhub
+adapter (docs/conventions.md): the step is the number of optimizer steps completed, the record's
+``epoch`` the 1-based epoch. Records logged outside a training (``val``, ``predict``, ``export``)
+use the run's current step. See docs/ultralytics.md for the full table of what is logged where.
 
 Importing this module imports neither ultralytics nor torch: they load when a model is attached.
 """
@@ -34,7 +35,7 @@ from loggerhub.run import status_for
 if TYPE_CHECKING:
     from loggerhub.run import Run
 
-__all__ = ["TRACKER_SETTINGS", "AdapterWarning", "attach", "detach", "log_results_dir"]
+__all__ = ["TRACKER_SETTINGS", "AdapterWarning", "attach", "detach", "log_results_dir", "optimizer_steps_by_epoch"]
 
 #: The Ultralytics ``SETTINGS`` keys of its own tracker integrations (``neptune`` is gone in 8.4,
 #: kept for older versions). Ray Tune is not a tracker and is never touched.
@@ -114,7 +115,7 @@ def detach(model: Any) -> None:
         adapter.detach()
 
 
-def log_results_dir(run: Run, save_dir: str | Path) -> int:
+def log_results_dir(run: Run, save_dir: str | Path, *, batches_per_epoch: int | None = None) -> int:
     """Log a finished Ultralytics training directory into ``run``; return the last epoch.
 
     This is what a live attachment logs, read back from the files a training leaves: ``args.yaml``
@@ -122,32 +123,120 @@ def log_results_dir(run: Run, save_dir: str | Path) -> int:
     batches, ``weights/best.pt`` and ``weights/last.pt``, ``results.csv`` and ``args.yaml``.
     The adapter uses it for multi-GPU (DDP) trainings, whose callbacks run in worker processes;
     it also brings trainings that ran without loggerhub into a run.
+
+    The files record epochs, not optimizer steps: each epoch's step is replayed from Ultralytics'
+    gradient-accumulation schedule (:func:`optimizer_steps_by_epoch`), with the training batches
+    per epoch (per GPU) counted from the training images of ``args.yaml``'s dataset unless
+    ``batches_per_epoch`` gives them.
     """
     save_dir = Path(save_dir)
     if not (save_dir / "results.csv").is_file():
         raise FileNotFoundError(f"no results.csv in {save_dir}: not a finished Ultralytics training")
+    args: dict[str, Any] = {}
     args_file = save_dir / "args.yaml"
     if args_file.is_file():
         import yaml
 
         args = yaml.safe_load(args_file.read_text(encoding="utf-8")) or {}
         run.log_params({f"args/{key}": value for key, value in args.items()})
-    run.log_event("train_start", step=0)
-    last = 0
     with (save_dir / "results.csv").open(newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            clean = {key.strip(): value.strip() for key, value in row.items() if key and value}
-            epoch = int(float(clean.pop("epoch")))
-            clean.pop("time", None)
-            run.log_metrics({key: float(value) for key, value in clean.items()}, step=epoch, epoch=epoch)
-            last = max(last, epoch)
+        rows = [{key.strip(): value.strip() for key, value in row.items() if key and value}
+                for row in csv.DictReader(handle)]
+    epochs = [int(float(row.pop("epoch"))) for row in rows]
+    if batches_per_epoch is None:
+        batches_per_epoch = _batches_per_epoch(args)
+    steps = [0, *optimizer_steps_by_epoch(batches_per_epoch, args, epochs=max(epochs, default=0))]
+    run.log_event("train_start", step=0)
+    for epoch, row in zip(epochs, rows, strict=True):
+        row.pop("time", None)
+        run.log_metrics({key: float(value) for key, value in row.items()}, step=steps[epoch], epoch=epoch)
+    last = max(epochs, default=0)
     weights = save_dir / "weights"
     for snapshot in sorted(weights.glob("epoch*.pt")):
-        if snapshot.stem[5:].isdigit():
-            run.log_checkpoint(snapshot, name=f"weights/{snapshot.name}", step=int(snapshot.stem[5:]) + 1)
-    _log_outputs(run, save_dir, [], set(), last, weights=(weights / "best.pt", weights / "last.pt"))
-    run.log_event("train_end", step=last)
+        index = snapshot.stem[5:]  # Ultralytics names periodic snapshots by the 0-based epoch
+        if index.isdigit() and int(index) < last:
+            run.log_checkpoint(snapshot, name=f"weights/{snapshot.name}", step=steps[int(index) + 1])
+    _log_outputs(run, save_dir, [], set(), steps[last], weights=(weights / "best.pt", weights / "last.pt"))
+    run.log_event("train_end", step=steps[last])
     return last
+
+
+def optimizer_steps_by_epoch(
+    batches_per_epoch: int, args: Mapping[str, Any], *, epochs: int | None = None
+) -> list[int]:
+    """The optimizer steps completed at the end of each epoch of an Ultralytics training.
+
+    A replay of the schedule of ``BaseTrainer._do_train``: the optimizer steps once ``accumulate``
+    batches have passed since its last step, ``accumulate`` being ``round(nbs / batch)`` (at most
+    the training's batch count), ramped up from 1 over the warmup iterations; the count of batches
+    since the last step carries over from one epoch into the next. ``args`` are the training
+    arguments (``batch``, ``nbs``, ``epochs``, ``warmup_epochs``), ``batches_per_epoch`` the length
+    of one GPU's training loader. Exact for a training that ran from start to end; a resumed
+    training, one whose batch Ultralytics halved after running out of memory, one that redid an
+    epoch to recover from NaN losses, or one limited by ``time`` stepped differently.
+    """
+    import numpy as np
+
+    nb = int(batches_per_epoch)
+    planned = int(args.get("epochs") or 0)
+    epochs = planned if epochs is None else epochs
+    batch = args.get("batch") or 16
+    accumulate = max(round(float(args.get("nbs") or 64) / batch), 1) if batch >= 1 else 1
+    if not args.get("time"):
+        accumulate = min(accumulate, nb * max(planned, 1))
+    warmup_epochs = min(float(args.get("warmup_epochs") or 0), max(planned - 1, 0))
+    warmup = round(warmup_epochs * nb) if warmup_epochs > 0 else 0
+    steps, done, last = [], 0, -1  # ``last``: the batch index of the last optimizer step
+    for epoch in range(epochs):
+        ni, end = nb * epoch, nb * (epoch + 1)
+        while ni < end and ni <= warmup and warmup:
+            if ni - last >= max(1, int(np.interp(ni, [0, warmup], [1, accumulate]).round())):
+                done, last = done + 1, ni
+            ni += 1
+        first = max(ni, last + accumulate)  # after warmup: a step every `accumulate` batches
+        if first < end:
+            taken = (end - 1 - first) // accumulate + 1
+            done, last = done + taken, first + (taken - 1) * accumulate
+        steps.append(done)
+    return steps
+
+
+def _batches_per_epoch(args: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> int:
+    """One GPU's training batches per epoch, counted from the training images' files.
+
+    ``data`` is the trainer's resolved dataset, else ``args["data"]`` is resolved offline. Images
+    that Ultralytics skips as corrupt are counted; ``fraction`` is applied to the whole split.
+    """
+    from ultralytics.data.utils import IMG_FORMATS, check_cls_dataset, check_det_dataset
+
+    if data is None and not args.get("data"):
+        raise ValueError("no dataset in args.yaml to count the batches per epoch: pass batches_per_epoch")
+    if data is None:
+        if args.get("task") == "classify":
+            data = check_cls_dataset(args["data"])
+        else:
+            data = check_det_dataset(args["data"], autodownload=False)
+    sources = data["train"] if isinstance(data["train"], list) else [data["train"]]
+    images = 0
+    for source in map(Path, sources):
+        if source.is_dir():
+            images += sum(1 for p in source.rglob("*.*") if p.suffix[1:].lower() in IMG_FORMATS)
+        elif source.is_file():
+            lines = source.read_text(encoding="utf-8-sig").split()
+            images += sum(1 for line in lines if line.rpartition(".")[-1].lower() in IMG_FORMATS)
+    fraction = args.get("fraction", 1.0)
+    if isinstance(fraction, int) and not isinstance(fraction, bool) and fraction > 1:
+        images = min(images, fraction)
+    elif isinstance(fraction, float) and fraction < 1:
+        images = max(1, round(images * fraction))
+    device = str(args.get("device") or "")
+    world = len(device.split(":", 1)[-1].split(",")) if "," in device else 1
+    if not images:
+        return 1
+    # Each GPU loads ceil(images / world) images (DistributedSampler pads the last shard) in
+    # batches of batch // world, never larger than the dataset, the last one partial.
+    batch = min(max(int(args.get("batch") or 16) // world, 1), images)
+    return math.ceil(math.ceil(images / world) / batch)
 
 
 # --------------------------------------------------------------------------- the adapter
@@ -273,13 +362,15 @@ class _Adapter:
             _restore(saved)
             self._guarded("the end of a failed training", self._close_training)
             if self.owns_run:
-                self._finish(status_for(type(error), error).value)
+                self._finish(status_for(type(error), error).value, error)
             raise
         _restore(saved)
         trainer = getattr(self._model, "trainer", None)
         if trainer is not None and getattr(trainer, "ddp", False) and not self.detached:
             # The workers ran the callbacks: log what they left on disk.
-            self._guarded("a DDP training", lambda: log_results_dir(self._live_run(), trainer.save_dir))
+            self._guarded("a DDP training", lambda: log_results_dir(
+                self._live_run(), trainer.save_dir,
+                batches_per_epoch=_batches_per_epoch(vars(trainer.args), trainer.data)))
         if self.owns_run:
             self._finish("FINISHED")
         return result
@@ -292,9 +383,9 @@ class _Adapter:
             )
         return exported
 
-    def _finish(self, status: str) -> None:
+    def _finish(self, status: str, error: BaseException | None = None) -> None:
         self.detach()
-        self._live_run().finish(status)
+        self._live_run().finish(status, exc=error)
 
     # -- training -------------------------------------------------------------------------------
 
@@ -303,6 +394,7 @@ class _Adapter:
         self._args: dict[str, Any] = {}
         self._started = False
         self._last_epoch: int | None = None  # 1-based number of the last epoch that trained
+        self._last_step: int | None = None  # optimizer steps completed when that epoch ended
         self._validated: int | None = None  # 1-based number of the last epoch validated
         self._model_info_logged = False
         self._logged_files: set[Path] = set()
@@ -328,37 +420,36 @@ class _Adapter:
 
     def _on_train_start(self, trainer: Any) -> None:
         self._started = True
-        self._live_run().log_event("train_start", step=int(trainer.start_epoch))
+        self._live_run().log_event("train_start", step=_optimizer_steps(trainer))
 
     def _on_train_epoch_start(self, trainer: Any) -> None:
         epoch = trainer.epoch + 1
-        self._live_run().log_event("epoch_start", step=epoch, epoch=epoch)
+        self._live_run().log_event("epoch_start", step=_optimizer_steps(trainer), epoch=epoch)
 
     def _on_train_batch_start(self, trainer: Any) -> None:
         if self.batch_events:
-            epoch = trainer.epoch + 1
-            self._live_run().log_event("step_start", step=epoch, epoch=epoch)
+            self._live_run().log_event("step_start", step=_optimizer_steps(trainer), epoch=trainer.epoch + 1)
 
     def _on_train_batch_end(self, trainer: Any) -> None:
         if self.batch_events:
-            epoch = trainer.epoch + 1
-            self._live_run().log_event("step_end", step=epoch, epoch=epoch)
+            self._live_run().log_event("step_end", step=_optimizer_steps(trainer), epoch=trainer.epoch + 1)
 
     def _on_train_epoch_end(self, trainer: Any) -> None:
         run = self._live_run()
         epoch = self._last_epoch = trainer.epoch + 1
+        step = self._last_step = _optimizer_steps(trainer)
         metrics: dict[str, Any] = {}
         if trainer.tloss is not None:
             metrics.update(trainer.label_loss_items(trainer.tloss, prefix="train"))
         metrics.update(getattr(trainer, "lr", None) or {})
         if metrics:
-            run.log_metrics(metrics, step=epoch, epoch=epoch)
+            run.log_metrics(metrics, step=step, epoch=epoch)
         # Mosaics are plotted during the first batches (and again when mosaic closes), each in a
         # background thread: log each file once, at the first epoch end that finds it complete.
         for path in sorted(Path(trainer.save_dir).glob("train_batch*")):
             if path not in self._logged_files and _complete_picture(path):
                 self._logged_files.add(path)
-                _log_picture(run, path, "", epoch, epoch=epoch)
+                _log_picture(run, path, "", step, epoch=epoch)
 
     def _on_model_save(self, trainer: Any) -> None:
         # Periodic snapshots (save_period=N) still hold the optimizer state: they are checkpoints.
@@ -366,27 +457,27 @@ class _Adapter:
         if period > 0 and trainer.epoch % period == 0:
             path = Path(trainer.wdir) / f"epoch{trainer.epoch}.pt"
             if path.is_file():
-                self._live_run().log_checkpoint(path, name=f"weights/{path.name}", step=trainer.epoch + 1)
+                self._live_run().log_checkpoint(path, name=f"weights/{path.name}", step=_optimizer_steps(trainer))
 
     def _on_fit_epoch_end(self, trainer: Any) -> None:
         run = self._live_run()
         epoch = trainer.epoch + 1
         if self._last_epoch is not None and epoch == self._last_epoch:
+            step = _optimizer_steps(trainer)
             if self._validated == epoch:  # with val=False, trainer.metrics holds stale values
-                run.log_metrics(dict(trainer.metrics), step=epoch, epoch=epoch)
+                run.log_metrics(dict(trainer.metrics), step=step, epoch=epoch)
                 if not self._model_info_logged:
                     self._model_info_logged = True
                     from ultralytics.utils.torch_utils import model_info_for_loggers
 
                     run.log_params(model_info_for_loggers(trainer))
-            run.log_event("epoch_end", step=epoch, epoch=epoch)
+            run.log_event("epoch_end", step=step, epoch=epoch)
             return
         # Ultralytics calls this once more, with the epoch counter raised by one, for its final
         # evaluation of best.pt: that is not an epoch, so it lands under best/ at the last step.
-        step = self._last_epoch if self._last_epoch is not None else int(trainer.epoch)
         best = {f"best/{key}": value for key, value in dict(trainer.metrics).items()}
         if best:
-            run.log_metrics(best, step=step, epoch=step)
+            run.log_metrics(best, step=self._training_step(trainer), epoch=self._last_epoch)
 
     def _on_train_end(self, trainer: Any) -> None:
         step = self._training_step(trainer)
@@ -409,7 +500,8 @@ class _Adapter:
         self._new_training(None)
 
     def _training_step(self, trainer: Any) -> int:
-        return self._last_epoch if self._last_epoch is not None else int(getattr(trainer, "start_epoch", 0))
+        """The step of what closes a training: that of its last epoch's end."""
+        return self._last_step if self._last_step is not None else _optimizer_steps(trainer)
 
     # -- validation -----------------------------------------------------------------------------
 
@@ -421,10 +513,9 @@ class _Adapter:
         if validator.training:
             epoch = self._trainer.epoch + 1
             self._validated = epoch
-            run.log_event("validation_end", step=epoch, epoch=epoch)
+            run.log_event("validation_end", step=_optimizer_steps(self._trainer), epoch=epoch)
         else:  # the final evaluation of best.pt; its metrics arrive in on_fit_epoch_end
-            step = self._training_step(self._trainer)
-            run.log_event("validation_end", step=step, epoch=step)
+            run.log_event("validation_end", step=self._training_step(self._trainer), epoch=self._last_epoch)
 
     def _log_validation(self, validator: Any) -> None:
         """A validation outside training (``model.val()``): everything under ``val/``."""
@@ -651,6 +742,16 @@ def _wrap(wrapper: Callable[..., Any], original: Callable[..., Any]) -> Callable
         return wrapper(original, *args, **kwargs)
 
     return call
+
+
+def _optimizer_steps(trainer: Any) -> int:
+    """The optimizer steps the trainer has completed.
+
+    Ultralytics counts them in its EMA: ``optimizer_step`` updates the EMA once per optimizer
+    step, and the count is saved in every checkpoint, restored on resume and rolled back with the
+    weights when an epoch is redone after NaN losses. There is no EMA before ``on_train_start``.
+    """
+    return int(getattr(getattr(trainer, "ema", None), "updates", 0) or 0)
 
 
 def _is_main_rank() -> bool:

@@ -61,9 +61,14 @@ def classify_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def train_args(root: Path, name: str, **extra: Any) -> dict[str, Any]:
-    """The tiny, deterministic, CPU-only training every test runs."""
+    """The tiny, deterministic, CPU-only training every test runs.
+
+    ``nbs`` (the batch size Ultralytics accumulates gradients up to) equals the batch: one optimizer
+    step per batch, so on the 8-image datasets every epoch ends 2 optimizer steps after the last.
+    With Ultralytics' default (64) such a training takes a single optimizer step in all.
+    """
     return {
-        "epochs": 2, "imgsz": 64, "batch": 4, "workers": 0, "device": "cpu", "amp": False,
+        "epochs": 2, "imgsz": 64, "batch": 4, "nbs": 4, "workers": 0, "device": "cpu", "amp": False,
         "plots": True, "project": str(root / "ultralytics-runs"), "name": name, "exist_ok": True,
         "verbose": False, "seed": 0, "deterministic": True, **extra,
     }

@@ -77,6 +77,16 @@ def results_csv(save_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return dict(series)
 
 
+def at_steps(series: list[tuple[int, float]], epoch_steps: list[int]) -> list[tuple[int, float]]:
+    """A results.csv series (1-based epochs) moved to the optimizer step that closed each epoch."""
+    return [(epoch_steps[epoch - 1], value) for epoch, value in series]
+
+
+#: The tiny trainings of conftest.train_args take one optimizer step per batch of 4: 8 images
+#: make 2 steps per epoch.
+STEPS_PER_EPOCH = 2
+
+
 def close(a: float, b: float, rel: float = 1e-5) -> bool:
     return math.isclose(a, b, rel_tol=rel, abs_tol=1e-7)
 
@@ -212,7 +222,12 @@ def detect(
     trackers: list[str],
     tracker_options: Any,
 ) -> Iterator[SimpleNamespace]:
-    """One detection training, logged to the local journal and every installed tracker."""
+    """One detection training, logged to the local journal and every installed tracker.
+
+    Batches of 2 with ``nbs=4`` make Ultralytics accumulate gradients over 2 batches, ramped up
+    from 1 during warmup: the 4 batches of epoch 1 take 3 optimizer steps, those of epoch 2 take 2.
+    The training counts its optimizer steps itself, by wrapping the trainer's ``optimizer_step``.
+    """
     from ultralytics import YOLO
     from ultralytics.utils import SETTINGS
 
@@ -230,22 +245,34 @@ def detect(
         seen["settings"] = {key: SETTINGS[key] for key in keys}
         found = {getattr(c, "__module__", "") for cs in trainer.callbacks.values() for c in cs}
         seen["modules"] = sorted(found)
+        seen["optimizer_steps"] = 0
+        step = trainer.optimizer_step
+
+        def counted() -> None:
+            step()
+            seen["optimizer_steps"] += 1
+
+        trainer.optimizer_step = counted
+
+    def epoch_ended(trainer: Any) -> None:
+        seen.setdefault("epoch_steps", []).append(seen["optimizer_steps"])
 
     try:
         model = YOLO("yolo11n.yaml")
         model.add_callback("on_train_start", probe)
+        model.add_callback("on_train_epoch_end", epoch_ended)
         options = {name: tracker_options(name, root) for name in trackers}
         run = attach(model, backends=trackers, project="e2e", name="detect", dir=root / "runs",
                      options=options, drain_timeout=240)
         started = time.monotonic()
-        model.train(data=str(detect_data), **train_kwargs(root, "detect"))
+        model.train(data=str(detect_data), **train_kwargs(root, "detect", batch=2))
         seconds = time.monotonic() - started
         after = {key: SETTINGS[key] for key in keys}
         yield SimpleNamespace(
             run=run, model=model, trainer=model.trainer, save_dir=Path(model.trainer.save_dir),
             entries=journal(run.dir), trackers=trackers, options=options, root=root, seconds=seconds,
             settings_during=seen["settings"], modules_during=seen["modules"], settings_after=after,
-            switched=[key for key in keys if key in trackers],
+            switched=[key for key in keys if key in trackers], epoch_steps=seen["epoch_steps"],
         )
     finally:
         SETTINGS.update(original)
@@ -322,6 +349,26 @@ def test_ddp_workers_get_an_inert_adapter_that_keeps_ultralytics_loggers_off(tmp
     assert [e.type for e in journal(run.dir)] == ["run_start", "run_end"]
 
 
+@pytest.mark.parametrize(("batches", "args", "expected"), [
+    # One optimizer step per batch.
+    (2, {"batch": 4, "nbs": 4, "epochs": 2, "warmup_epochs": 3.0}, [2, 4]),
+    # Accumulating over 2 batches, no warmup: the batch left over at epoch 1's end counts
+    # towards epoch 2's first step (indices 1, 3, 5 step).
+    (3, {"batch": 4, "nbs": 8, "epochs": 2, "warmup_epochs": 0}, [1, 3]),
+    # Warmup (1 epoch of 4 batches) ramps accumulation 1, 1, 2, 2, 2: steps at 0, 1, 3, 5, 7.
+    (4, {"batch": 2, "nbs": 4, "epochs": 2, "warmup_epochs": 3.0}, [3, 5]),
+    # Fewer images than nbs: accumulation capped at the 4 batches of the training, ramped over
+    # the first 2: one step in all, and epoch 2 ends where epoch 1 did.
+    (2, {"batch": 4, "nbs": 64, "epochs": 2, "warmup_epochs": 3.0}, [1, 1]),
+])
+def test_the_replayed_schedule_counts_optimizer_steps_as_ultralytics_takes_them(
+    batches: int, args: dict[str, Any], expected: list[int]
+) -> None:
+    from loggerhub.integrations.ultralytics import optimizer_steps_by_epoch
+
+    assert optimizer_steps_by_epoch(batches, args) == expected
+
+
 def test_plots_still_being_written_are_waited_for(tmp_path: Path) -> None:
     import threading
 
@@ -379,7 +426,10 @@ def test_detect_params_are_all_training_args_and_model_info_once(detect: SimpleN
 
 
 @pytest.mark.slow
-def test_detect_metrics_are_ultralytics_own_record_at_1_based_epochs(detect: SimpleNamespace) -> None:
+def test_detect_metrics_are_ultralytics_own_record_at_the_optimizer_step_closing_each_epoch(
+    detect: SimpleNamespace,
+) -> None:
+    assert detect.epoch_steps == [3, 5]  # see the fixture: accumulation, warmup, and the carry-over
     logged = metric_series(detect.entries)
     record = results_csv(detect.save_dir)
     trainer = detect.trainer
@@ -388,9 +438,9 @@ def test_detect_metrics_are_ultralytics_own_record_at_1_based_epochs(detect: Sim
                      *trainer.label_loss_items(prefix="val"), *(f"lr/pg{i}" for i in range(3))}
     assert expected_keys <= set(record)
     for key, series in record.items():
-        assert same_series(logged[key], series), (key, logged.get(key), series)
+        assert same_series(logged[key], at_steps(series, detect.epoch_steps)), (key, logged.get(key), series)
     for data in of_type(detect.entries, "metrics"):
-        assert data["step"] == data["epoch"] and data["step"] in (1, 2), data
+        assert (data["step"], data["epoch"]) in [(3, 1), (5, 2)], data
 
 
 @pytest.mark.slow
@@ -399,21 +449,23 @@ def test_detect_final_evaluation_is_best_metrics_not_a_third_epoch(detect: Simpl
     best = {key: series for key, series in logged.items() if key.startswith("best/")}
     assert set(best) == {f"best/{key}" for key in detect.trainer.validator.metrics.keys}
     for key, series in best.items():
-        assert series == [(2, pytest.approx(detect.trainer.metrics[key.removeprefix("best/")]))]
+        assert series == [(5, pytest.approx(detect.trainer.metrics[key.removeprefix("best/")]))]
+    assert {d["epoch"] for d in of_type(detect.entries, "metrics") if "best/" in next(iter(d["values"]))} == {2}
     steps = {d["step"] for e in ("metrics", "image", "figure", "table", "artifact", "event")
              for d in of_type(detect.entries, e)}
-    assert max(steps) == 2
+    assert max(steps) == 5
 
 
 @pytest.mark.slow
 def test_detect_lifecycle_events(detect: SimpleNamespace) -> None:
     assert events(detect.entries) == [
         ("train_start", 0),
-        ("epoch_start", 1), ("validation_end", 1), ("epoch_end", 1),
-        ("epoch_start", 2), ("validation_end", 2), ("epoch_end", 2),
-        ("validation_end", 2),  # the final evaluation of best.pt
-        ("train_end", 2),
+        ("epoch_start", 0), ("validation_end", 3), ("epoch_end", 3),
+        ("epoch_start", 3), ("validation_end", 5), ("epoch_end", 5),
+        ("validation_end", 5),  # the final evaluation of best.pt
+        ("train_end", 5),
     ]
+    assert [d.get("epoch") for d in of_type(detect.entries, "event")][1:7] == [1, 1, 1, 2, 2, 2]
 
 
 @pytest.mark.slow
@@ -431,15 +483,16 @@ def test_detect_pictures_each_logged_once(detect: SimpleNamespace) -> None:
     assert {"plots/results", "plots/confusion_matrix", "plots/confusion_matrix_normalized",
             "plots/labels"} <= set(figures)
     assert len([key for key in figures if key.endswith("_curve")]) >= 4
-    assert images["images/train_batch0"][0]["step"] == 1
-    assert images["images/val_batch0_pred"][0]["step"] == 2 and figures["plots/results"][0]["step"] == 2
+    first_mosaic = images["images/train_batch0"][0]  # plotted in a thread at the first batch
+    assert (first_mosaic["step"], first_mosaic["epoch"]) == (3, 1)
+    assert images["images/val_batch0_pred"][0]["step"] == 5 and figures["plots/results"][0]["step"] == 5
 
 
 @pytest.mark.slow
 def test_detect_confusion_matrix_table(detect: SimpleNamespace) -> None:
     (table,) = of_type(detect.entries, "table")
     matrix = detect.trainer.validator.confusion_matrix.matrix
-    assert (table["key"], table["role"], table["step"]) == ("val/confusion_matrix", "confusion_matrix", 2)
+    assert (table["key"], table["role"], table["step"]) == ("val/confusion_matrix", "confusion_matrix", 5)
     assert table["columns"] == ["red", "blue", "background"]
     assert table["rows"] == matrix.T.astype(int).tolist()  # true classes in rows
 
@@ -494,7 +547,7 @@ def test_a_finished_results_dir_logs_what_the_live_training_logged(
     detect: SimpleNamespace, tmp_path: Path
 ) -> None:
     import loggerhub
-    from loggerhub.integrations.ultralytics import log_results_dir
+    from loggerhub.integrations.ultralytics import log_results_dir, optimizer_steps_by_epoch
 
     with loggerhub.init(project="replay", dir=tmp_path) as run:
         last = log_results_dir(run, detect.save_dir)
@@ -507,7 +560,9 @@ def test_a_finished_results_dir_logs_what_the_live_training_logged(
     assert {k for k in params(live) if k.startswith("args/")} == set(params(replayed))
     for kind in ("image", "figure", "artifact"):
         assert set(by_key(replayed, kind)) == set(by_key(live, kind)), kind
-    assert events(replayed) == [("train_start", 0), ("train_end", 2)]
+    assert events(replayed) == [("train_start", 0), ("train_end", 5)]
+    # The replay of Ultralytics' schedule from args.yaml and the dataset, against the live count.
+    assert optimizer_steps_by_epoch(len(detect.trainer.train_loader), vars(detect.trainer.args)) == [3, 5]
     with pytest.raises(FileNotFoundError, match="results.csv"):
         log_results_dir(run, tmp_path)
 
@@ -578,10 +633,10 @@ def test_classify_end_to_end(classify_data: Path, train_kwargs: Any, tmp_path: P
     record = results_csv(save_dir)
     assert {"metrics/accuracy_top1", *trainer.label_loss_items(prefix="train")} <= set(record)
     for key, series in record.items():
-        assert same_series(logged[key], series), key
+        assert same_series(logged[key], at_steps(series, [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH])), key
     assert set(k for k in logged if k.startswith("best/")) == {
         f"best/{k}" for k in trainer.validator.metrics.keys}
-    assert all(series[0][0] == 2 for key, series in logged.items() if key.startswith("best/"))
+    assert all(series[0][0] == 2 * STEPS_PER_EPOCH for key, series in logged.items() if key.startswith("best/"))
     (table,) = of_type(entries, "table")
     # A folder dataset names its classes in sorted order; classification has no background class.
     assert table["columns"] == list(trainer.data["names"].values()) == ["blue", "red"]
@@ -591,7 +646,7 @@ def test_classify_end_to_end(classify_data: Path, train_kwargs: Any, tmp_path: P
     assert {k.split("/", 1)[1] for k in logged_pictures} == stems
     assert "plots/confusion_matrix" in logged_pictures and "images/train_batch0" in logged_pictures
     assert {d["name"] for d in of_type(entries, "artifact")} >= {"weights/best.pt", "weights/last.pt"}
-    assert events(entries)[0] == ("train_start", 0) and events(entries)[-1] == ("train_end", 2)
+    assert events(entries)[0] == ("train_start", 0) and events(entries)[-1] == ("train_end", 2 * STEPS_PER_EPOCH)
     assert entries[-1].data["status"] == "FINISHED"
 
 
@@ -613,7 +668,7 @@ def test_segment_pose_and_obb_log_their_own_metrics_and_plots(
     entries, trainer = journal(run.dir), model.trainer
     logged = metric_series(entries)
     for key, series in results_csv(Path(trainer.save_dir)).items():
-        assert same_series(logged[key], series), key
+        assert same_series(logged[key], at_steps(series, [STEPS_PER_EPOCH])), key
     best = {k for k in logged if k.startswith("best/")}
     assert best == {f"best/{k}" for k in trainer.validator.metrics.keys}
     logged_pictures = {*by_key(entries, "image"), *by_key(entries, "figure")}
@@ -652,8 +707,8 @@ def test_a_training_that_raises_ends_the_run(
     assert entries[-1].type == "run_end" and entries[-1].data["status"] == status
     assert json.loads((run.dir / "run.json").read_text())["status"] == status
     # The adapter's own epoch-end records came first, and the training was closed.
-    assert metric_series(entries)["train/box_loss"][0][0] == 1
-    assert events(entries)[-1] == ("train_end", 1)
+    assert metric_series(entries)["train/box_loss"][0][0] == STEPS_PER_EPOCH
+    assert events(entries)[-1] == ("train_end", STEPS_PER_EPOCH)
     assert dict(SETTINGS) == before
     assert "train" not in vars(model)  # the run ended: the model is detached
 
@@ -677,7 +732,7 @@ def test_a_failure_inside_the_adapter_never_stops_the_training(
         model.train(data=str(detect_data), **train_kwargs(tmp_path, "robust", epochs=1))
     entries = journal(run.dir)
     assert entries[-1].data["status"] == "FINISHED"
-    assert events(entries)[-1] == ("train_end", 1)  # teardown still ran after the failed handler
+    assert events(entries)[-1] == ("train_end", STEPS_PER_EPOCH)  # teardown still ran after the failed handler
 
 
 # --------------------------------------------------------------------------- the yolo command
@@ -692,7 +747,7 @@ def _cli(*args: str, cwd: Path, env: Mapping[str, str] | None = None) -> subproc
 def test_cli_yolo_train_then_predict(detect_data: Path, tmp_path: Path) -> None:
     started = time.monotonic()
     done = _cli("--dir", str(tmp_path / "runs"), "yolo", "train", "model=yolo11n.yaml", f"data={detect_data}",
-                "epochs=1", "imgsz=64", "batch=4", "workers=0", "device=cpu", "amp=False", "plots",
+                "epochs=1", "imgsz=64", "batch=4", "nbs=4", "workers=0", "device=cpu", "amp=False", "plots",
                 f"project={tmp_path / 'u'}", "name=cli", "exist_ok", "--backends", "local",
                 "--project", "from-cli", "--name", "yolo-train", cwd=tmp_path)
     print(f"\nloggerhub yolo train: {time.monotonic() - started:.1f} s")
@@ -704,7 +759,7 @@ def test_cli_yolo_train_then_predict(detect_data: Path, tmp_path: Path) -> None:
     logged = params(entries)
     assert (logged["args/epochs"], logged["args/plots"], logged["args/amp"], logged["args/mode"]) == (
         1, True, False, "train")
-    assert metric_series(entries)["train/box_loss"][0][0] == 1
+    assert metric_series(entries)["train/box_loss"][0][0] == STEPS_PER_EPOCH
     assert {d["name"] for d in of_type(entries, "artifact")} >= {"weights/best.pt", "weights/last.pt"}
     assert entries[-1].data["status"] == "FINISHED"
 
@@ -721,10 +776,12 @@ def test_cli_yolo_train_then_predict(detect_data: Path, tmp_path: Path) -> None:
 
 
 def test_cli_yolo_refuses_unknown_arguments(tmp_path: Path) -> None:
+    from loggerhub.cli import USAGE_ERROR
+
     done = _cli("--dir", str(tmp_path), "yolo", "train", "model=yolo11n.yaml", "epochz=3", cwd=tmp_path)
-    assert done.returncode == 1 and "'epochz' is not a valid YOLO argument" in done.stderr
+    assert done.returncode == USAGE_ERROR and "'epochz' is not a valid YOLO argument" in done.stderr
     done = _cli("--dir", str(tmp_path), "yolo", "val", "data=x.yaml", cwd=tmp_path)
-    assert done.returncode == 1 and "give the model" in done.stderr
+    assert done.returncode == USAGE_ERROR and "give the model" in done.stderr
     assert not (tmp_path / "ultralytics").exists()  # nothing was logged
 
 
@@ -811,7 +868,7 @@ def test_no_tracker_gets_an_item_twice_when_ultralytics_integrates_it_too(
         names = [r.info.run_name for r in client.search_runs([theirs.experiment_id])]
         assert names == ["control"], names
         history = client.get_metric_history(ours, "train/box_loss")
-        assert [m.step for m in history] == [1, 2]
+        assert [m.step for m in history] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
 
 
 # --------------------------------------------------------------------------- the example
@@ -829,6 +886,6 @@ def test_example_trains_and_logs(tmp_path: Path) -> None:
     (run_dir,) = (tmp_path / "runs" / "examples").iterdir()
     assert f"run {run_dir.name}: FINISHED" in done.stdout
     entries = journal(run_dir)
-    assert metric_series(entries)["train/box_loss"][0][0] == 1
+    assert metric_series(entries)["train/box_loss"][0][0] == STEPS_PER_EPOCH
     assert entries[-1].data["status"] == "FINISHED"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # nothing left behind in the cwd
