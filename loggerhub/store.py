@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loggerhub import codec
 from loggerhub import journal as j
 
 
@@ -76,42 +77,63 @@ class RunSummary:
     started_at: float = 0.0
     ended_at: float | None = None
     backends: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, MetricSummary] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    #: ``{"type", "message", "traceback"}`` of the run_end record of a FAILED or KILLED run.
+    error: dict[str, str] | None = None
+    #: ``(api, key, reason)`` of every input loggerhub refused, in journal order. The key is the
+    #: record's ``key`` field, or the short repr of the refused value (the key for media).
+    rejected: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def points(self) -> int:
         return sum(m.count for m in self.metrics.values())
 
+    def add(self, entry: j.Entry) -> None:
+        """Take one more journal record into account (a reader that follows a live run calls this
+        for each new record)."""
+        data = entry.data
+        self.counts[entry.type] = self.counts.get(entry.type, 0) + 1
+        if entry.type == codec.RUN_START:
+            self.run_id, self.name, self.project = data["run_id"], data["name"], data["project"]
+            self.started_at, self.backends = data["ts"], data.get("backends", [])
+            self.tags.update(data.get("tags", {}))
+            self.params.update(data.get("config", {}))
+        elif entry.type == codec.RUN_RESUME:
+            self.status, self.ended_at, self.error = "RUNNING", None, None
+        elif entry.type == codec.PARAMS:
+            self.params.update(data["params"])
+        elif entry.type == codec.METRICS:
+            for key, value in data["values"].items():
+                self.metrics.setdefault(key, MetricSummary()).add(value)
+        elif entry.type == codec.RUN_END:
+            self.status, self.ended_at = data["status"], data["ts"]
+            self.error = data.get("error")
+        elif entry.type == codec.REJECTED:
+            self.rejected.append((str(data.get("api", "?")), str(data.get("key", data.get("value", ""))),
+                                  str(data.get("reason", ""))))
+
+    def current_status(self) -> str:
+        """``status``, or CRASHED for a run with no run_end that nobody is logging any more."""
+        if self.status == "RUNNING" and not j.run_is_live(j.RunPaths(self.dir)):
+            return "CRASHED"  # `loggerhub sync` closes it
+        return self.status
+
 
 def summarise(run_dir: Path) -> RunSummary:
     summary = RunSummary(dir=run_dir)
     for entry in j.JournalReader(run_dir).entries():
-        data = entry.data
-        summary.counts[entry.type] = summary.counts.get(entry.type, 0) + 1
-        if entry.type == j.RUN_START:
-            summary.run_id, summary.name, summary.project = data["run_id"], data["name"], data["project"]
-            summary.started_at, summary.backends = data["ts"], data.get("backends", [])
-            summary.params.update(data.get("config", {}))
-        elif entry.type == j.RUN_RESUME:
-            summary.status, summary.ended_at = "RUNNING", None
-        elif entry.type == j.PARAMS:
-            summary.params.update(data["params"])
-        elif entry.type == j.METRICS:
-            for key, value in data["values"].items():
-                summary.metrics.setdefault(key, MetricSummary()).add(value)
-        elif entry.type == j.RUN_END:
-            summary.status, summary.ended_at = data["status"], data["ts"]
-    if summary.status == "RUNNING" and not j.run_is_live(j.RunPaths(run_dir)):
-        summary.status = "CRASHED"  # no run_end and nobody logging: `loggerhub sync` closes it
+        summary.add(entry)
+    summary.status = summary.current_status()
     return summary
 
 
 def metric_series(run_dir: Path, keys: list[str]) -> dict[str, tuple[list[int], list[float]]]:
     series: dict[str, tuple[list[int], list[float]]] = {key: ([], []) for key in keys}
     for entry in j.JournalReader(run_dir).entries():
-        if entry.type != j.METRICS:
+        if entry.type != codec.METRICS:
             continue
         for key, value in entry.data["values"].items():
             if key in series:
