@@ -4,7 +4,6 @@ plain SDK calls) imported back, compared with what was logged, and replayed into
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import subprocess
@@ -15,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from loggerhub_comet.importer import import_runs as comet_import_runs
 from loggerhub_comet.keys import from_tracker
 from loggerhub_comet.offline import read_member, read_offline_dir
 from PIL import Image
@@ -188,9 +186,13 @@ def test_timestamps_are_the_archives(source: tuple[Path, Path], imported: Any) -
         for key in entry["values"]:
             if key != "val/nonfinite":
                 assert entry["ts"] == stamps[(key, entry["step"])]
-    times = [e["ts"] for e in entries[1:]]
+    times = [e["ts"] for e in entries[1:-1]]
     assert times == sorted(times)
-    assert entries[0]["ts"] == experiment["experiment"]["start_time"] / 1000
+    # The end is the journal's (the backend stamps it as stop_time); the start is the delivery's,
+    # unless the delivery started after the run had ended.
+    meta = experiment["experiment"]
+    assert entries[-1]["type"] == "run_end" and entries[-1]["ts"] == meta["stop_time"] / 1000
+    assert entries[0]["ts"] == min(meta["start_time"], meta["stop_time"]) / 1000
 
 
 def test_importing_again_changes_nothing(source: tuple[Path, Path], imported: Any) -> None:
@@ -209,83 +211,6 @@ def test_one_archive_is_imported_like_its_folder(source: tuple[Path, Path], tmp_
 
 
 # --------------------------------------------------------------------------- Comet -> TensorBoard
-
-
-def test_round_trip_to_tensorboard(source: tuple[Path, Path], tmp_path: Path) -> None:
-    from loggerhub_tensorboard import keys as tb_keys
-    from loggerhub_tensorboard.importer import parse_table
-    from loggerhub_tensorboard.reader import as_logged, event_files, read_logdir
-
-    report = import_runs("comet", str(source[1]), dir=tmp_path, to=["tensorboard"])
-    (run_dir,) = report.imported
-    logdir = run_dir / "tensorboard"  # the backend's default logdir
-    tb = read_logdir(logdir)
-    (experiment,) = read_offline_dir(source[1]).values()
-
-    assert tb.status == experiment["others"]["status"] == "FINISHED"
-    (run_table,) = tb.texts["_loggerhub_/run"]
-    rows = dict(tuple(row) for row in parse_table(run_table.text)[1])
-    assert rows["name"] == experiment["others"]["Name"]
-    assert {k[len("tag: "):]: v for k, v in rows.items() if k.startswith("tag: ")} == {
-        **TAGS, "imported_from": "comet", "source_run_id": experiment["key"]}
-
-    params = {from_tracker(k): v for k, v in experiment["params"].items()}
-    params["long"] = LATE_PARAMS["long"]  # Comet's parameter is cut; its asset holds the rest
-    assert set(tb.hparams) == set(params)
-    for key, expected in params.items():
-        got = tb.hparams[key]
-        if isinstance(expected, bool) or not isinstance(expected, (int, float)):
-            assert got == (expected if isinstance(expected, (bool, str)) else str(expected)), key
-        else:
-            assert got == float(expected), key
-
-    expected_series = {from_tracker(name): series for name, series in experiment["metrics"].items()
-                       if name != "process duration"}
-    assert set(tb.scalars) == {tb_keys.to_tracker(k) for k in expected_series}
-    for key, series in expected_series.items():
-        got = sorted((p.step, p.wall_time, repr(p.value)) for p in tb.scalars[tb_keys.to_tracker(key)])
-        want = sorted((p["step"], p["timestamp"] / 1000, repr(as_logged(p["value"]))) for p in series)
-        assert got == want, key
-
-    uploads = {u["metadata"].get("key"): u for u in experiment["uploads"] if u["upload_type"] == "visualization"}
-    assert set(tb.images) == set(uploads)
-    for key, upload in uploads.items():
-        (image,) = tb.images[key]
-        assert image.step == upload["step"]
-        comet_png = read_member(upload["archive"], upload["member"])
-        with Image.open(io.BytesIO(comet_png)) as a, Image.open(io.BytesIO(image.png)) as b:
-            assert a.size == b.size == (image.width, image.height)
-            if key != "samples/boxes":  # TensorBoard holds that one with its boxes drawn in
-                assert np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
-    (note,) = tb.texts["_loggerhub_/annotations/samples/boxes"]
-    layer = uploads["samples/boxes"]["metadata"]["annotations"][0]["data"]
-    assert [[b["x0"], b["y0"], b["x1"] - b["x0"], b["y1"] - b["y0"]] for b in json.loads(note.text)["boxes"]] == [
-        item["boxes"][0] for item in layer]
-
-    texts = [u for u in experiment["uploads"] if u["upload_type"] == "text-sample"]
-    assert [(t.step, t.text) for t in tb.texts["notes"]] == [(u["step"], u["text"]) for u in texts]
-    (cm,) = tb.texts["val/cm"]
-    assert parse_table(cm.text) == (["true \\ predicted", "cat", "dog"], [["cat", "5", "1"], ["dog", "2", "7"]])
-    (preds,) = tb.texts["preds"]
-    assert parse_table(preds.text) == (["id", "label"], [["1", "cat"], ["2", "dog"]])
-
-    files = {f: (logdir / f).read_bytes() for f in tb.files}
-    assets = {u["name"]: read_member(u["archive"], u["member"]) for u in experiment["uploads"]
-              if u["upload_type"] in ("asset", "model-element") and u["metadata"].get("loggerhub") != "param"}
-    assert files == {
-        "checkpoints/best.pt": assets["best.pt"],
-        "artifacts/model/weights.bin": assets["model/weights.bin"],
-        "artifacts/model/config.json": assets["model/config.json"],
-        "artifacts/dataset/a.txt": assets["dataset/a.txt"],
-        "artifacts/dataset/sub/b.txt": assets["dataset/sub/b.txt"],
-        "artifacts/docs/report.md": assets["docs/report.md"],
-    }
-
-    # Replaying again (the same import with --to) adds nothing to TensorBoard.
-    before = {p.name: p.read_bytes() for p in event_files(logdir)}
-    again = import_runs("comet", str(source[1]), dir=tmp_path, to=["tensorboard"])
-    assert again.imported == [] and again.skipped == [run_dir]
-    assert {p.name: p.read_bytes() for p in event_files(logdir)} == before
 
 
 # --------------------------------------------------------------------------- other archives
@@ -390,11 +315,56 @@ def test_bad_location_and_options(tmp_path: Path) -> None:
         import_runs("comet", str(tmp_path / "missing"), dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="no Comet offline archive"):
         import_runs("comet", str(tmp_path), dir=tmp_path / "store")
-    with pytest.raises(TypeError, match="no options"):
-        comet_import_runs(str(tmp_path), lambda **_: None, run_id="x")
+    with pytest.raises(TypeError, match="unknown comet import options"):
+        import_runs("comet", str(tmp_path), dir=tmp_path / "store", options={"run_id": "x"})
 
 
 def test_entry_point() -> None:
     from loggerhub.importing import importers
 
     assert importers()["comet"].value == "loggerhub_comet.importer:import_runs"
+
+
+def failed_run(tmp: Path, backends: list[str], options: dict[str, Any]) -> dict[str, Any]:
+    """A run that dies of an exception; returns its journaled run_end."""
+    with pytest.raises(ValueError, match="diverged"):
+        with loggerhub.init(project="failures", name="crash", dir=tmp / "runs", backends=backends,
+                            options=options, config={"lr": 10.0}, drain_timeout=120) as run:
+            raise ValueError("loss diverged: nan at step 3\nsecond line")
+    [end] = of_type(records(run.dir), "run_end")
+    return end
+
+
+def test_failed_run_keeps_its_error_and_end_time(tmp_path: Path) -> None:
+    offline = tmp_path / "comet"
+    logged = failed_run(tmp_path, ["comet"], {"comet": {"online": False, "offline_dir": str(offline)}})
+    assert logged["status"] == "FAILED" and "ValueError" in logged["error"]["traceback"]
+    report = import_runs("comet", str(offline), dir=tmp_path / "store")
+    (run_dir,) = report.imported
+    [end] = of_type(records(run_dir), "run_end")
+    assert (end["status"], end["error"]) == ("FAILED", logged["error"])
+    assert end["ts"] == pytest.approx(logged["ts"], abs=0.0005)  # stop_time is in milliseconds
+    # The error's own Other-tab values and traceback upload are the run's end, not data.
+    assert not of_type(records(run_dir), "artifact")
+    assert not [reason for reason in report.unmapped if "error" in reason or "traceback" in reason]
+
+
+def test_plain_archive_error_comes_from_customer_error_message(tmp_path: Path) -> None:
+    """An archive that has no error_type Other-tab value (a plain Comet run, or one written
+    before the backend logged it) falls back on experiment.json's customer_error_message."""
+    offline = tmp_path / "comet"
+    logged = failed_run(tmp_path, ["comet"], {"comet": {"online": False, "offline_dir": str(offline)}})
+    [archive] = offline.glob("*.zip")
+    stripped = tmp_path / "stripped"
+    stripped.mkdir()
+    with zipfile.ZipFile(archive) as source, zipfile.ZipFile(stripped / archive.name, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == "messages.json":
+                data = b"".join(line for line in data.splitlines(keepends=True)
+                                if b'"error_type"' not in line and b'"error_message"' not in line)
+            target.writestr(info, data)
+    report = import_runs("comet", str(stripped), dir=tmp_path / "store")
+    (run_dir,) = report.imported
+    [end] = of_type(records(run_dir), "run_end")
+    assert end["error"] == {"type": "ValueError", "message": logged["error"]["message"], "traceback": ""}

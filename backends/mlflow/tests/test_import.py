@@ -34,10 +34,10 @@ def test_client_version_imports_mlflow_and_reports_it() -> None:
     out = run_python("""
         import sys
         import mlflow
-        from loggerhub.plugins import BackendHooks, get_plugin_manager, resolve
+        from loggerhub.plugins import get_plugin_manager, resolve
         plugin = resolve(["mlflow"])[0].load()
-        hooks = BackendHooks(get_plugin_manager({"mlflow": plugin}), "mlflow")
-        print(hooks.client_version() == mlflow.__version__)
+        version = get_plugin_manager({"mlflow": plugin}).hook.loggerhub_client_version()
+        print(version == mlflow.__version__)
     """)
     assert out == "True"
 

@@ -3,7 +3,6 @@ plain ``mlflow`` calls, imported back and compared; replayed into Neptune (offli
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -15,8 +14,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from loggerhub_mlflow.importer import import_runs as mlflow_import_runs
-from loggerhub_mlflow.keys import from_tracker
 from loggerhub_mlflow.testing import MlflowServer
 from mlflow.tracking import MlflowClient
 from PIL import Image
@@ -24,6 +21,7 @@ from PIL import Image
 import loggerhub
 from loggerhub.importing import import_runs
 from loggerhub.journal import JournalReader
+from loggerhub_hookspecs.importers import source_run_id
 
 CONFIG = {"optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 3, "layers": [64, 128], "dropout": None,
           "nesterov": True, "long": "y" * 7000}
@@ -188,100 +186,6 @@ def test_importing_again_changes_nothing(source: tuple[Path, str], imported: tup
 # --------------------------------------------------------------------------- MLflow -> Neptune (offline)
 
 
-def test_round_trip_to_neptune(source: tuple[Path, str], mlflow_server: MlflowServer, tmp_path: Path,
-                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from loggerhub_neptune import offline
-    from loggerhub_neptune._session import _param_value
-    from loggerhub_neptune.keys import to_segment_path
-    from loggerhub_neptune.keys import to_tracker as neptune_path
-
-    data_dir = tmp_path / ".neptune"
-    monkeypatch.setenv("NEPTUNE_MODE", "offline")
-    monkeypatch.setenv("NEPTUNE_DATA_DIRECTORY", str(data_dir))
-    monkeypatch.delenv("NEPTUNE_API_TOKEN", raising=False)
-    report = import_runs("mlflow", mlflow_server.uri, dir=tmp_path / "store", options={"run_id": source[1]},
-                         to=["neptune"])
-    (run_dir,) = report.imported
-    fields = offline.merge_parts(offline.read_run(data_dir, run_dir.name))
-    client = MlflowClient(mlflow_server.uri)
-    mlflow_run = client.get_run(source[1])
-    stored = mlflow_files(client, source[1], tmp_path / "mlflow")
-    run_document = json.loads(stored["loggerhub/run.json"])
-    params_document = json.loads(stored["loggerhub/params.json"])
-
-    assert fields["sys/name"]["value"] == mlflow_run.info.run_name
-    assert fields["loggerhub/status"]["value"] == mlflow_run.info.status == "FINISHED"
-    tags = {**run_document["tags"], "imported_from": "mlflow", "source_run_id": source[1]}
-    assert set(fields["sys/tags"]["values"]) == {f"{k}:{v}" if v else k for k, v in tags.items()}
-
-    params = {path.removeprefix("parameters/"): f["value"] for path, f in fields.items()
-              if path.startswith("parameters/")}
-    assert params == {to_segment_path(k): _param_value(v) for k, v in params_document["params"].items()}
-
-    for name in mlflow_run.data.metrics:
-        key = from_tracker(name)
-        history = client.get_metric_history(source[1], name)
-        finite = sorted((m.step, m.timestamp, m.value) for m in history if abs(m.value) < sys.float_info.max
-                        and not math.isnan(m.value))
-        series = fields.get(neptune_path(key), {"values": []})["values"]
-        assert sorted((v["step"], millis(v["ts"]), v["value"]) for v in series) == finite, key
-        other = [m for m in history if (m.step, m.timestamp, m.value) not in set(finite)]
-        if other:
-            companion = fields[f"loggerhub/nonfinite/{to_segment_path(key)}"]["values"]
-            assert sorted((v["step"], millis(v["ts"]), v["value"]) for v in companion) == sorted(
-                (m.step, m.timestamp, "nan" if math.isnan(m.value) else "inf" if m.value > 0 else "-inf")
-                for m in other)
-
-    images = {path.removeprefix("images/"): data for path, data in stored.items()
-              if path.startswith("images/") and path.endswith(".png")}
-    notes = [json.loads(data) for path, data in stored.items() if path.startswith("image_annotations/")]
-    for key in ("samples/rgb", "samples/größe", "samples/boxes"):
-        (value,) = fields[neptune_path(key)]["values"]
-        (png,) = [data for name, data in images.items() if name.startswith(image_file_prefix(key))]
-        assert value["step"] in (3, 4)
-        if key != "samples/boxes":  # MLflow drew the boxes in and so does Neptune: not the same pixels
-            assert np.array_equal(pixels(value["data"]), pixels(png))
-    (note,) = [n for n in notes if n["key"] == "samples/boxes"]
-    boxes = [json.loads(v["value"]) for v in fields["loggerhub/boxes/samples/boxes"]["values"]]
-    assert [{k: b[k] for k in ("x0", "y0", "x1", "y1", "label", "score", "class_id")} for b in boxes] == note["boxes"]
-    assert fields["loggerhub/figures"]["values"] == ["plots/curve"]
-    (figure_png,) = [data for path, data in stored.items() if path.startswith("figures/")]
-    assert fields["plots/curve"]["values"][0]["data"] == figure_png
-
-    (text,) = [data.decode() for path, data in stored.items() if path.startswith("text/")]
-    assert [v["value"] for v in fields["notes"]["values"]] == [text]
-    for key in ("preds", "val/cm"):
-        (table,) = [json.loads(data) for path, data in stored.items() if path.startswith(f"tables/{key}+")]
-        csv_rows = list(csv.reader(io.StringIO(Path(fields[key]["path"]).read_text(encoding="utf-8"))))
-        if key == "val/cm":  # the row labels MLflow holds in front are back in the role, which Neptune drops
-            table = {"columns": table["columns"][1:], "data": [row[1:] for row in table["data"]]}
-        assert csv_rows == [table["columns"], *[["" if c is None else str(c) for c in r] for r in table["data"]]]
-
-    def neptune_files(path: str) -> dict[str, bytes]:
-        field = fields[path]
-        if field["type"] == "file":
-            return {"": Path(field["path"]).read_bytes()}
-        return {name: Path(local).read_bytes() for name, local in offline.file_set_files(field).items()}
-
-    def mlflow_tree(prefix: str) -> dict[str, bytes]:
-        if prefix in stored:
-            return {"": stored[prefix]}
-        return {from_tracker(p[len(prefix) + 1:]): d for p, d in stored.items() if p.startswith(prefix + "/")}
-
-    assert neptune_files("models/best.pt") == mlflow_tree("models/best.pt")
-    assert neptune_files("models/model") == mlflow_tree("models/model")
-    assert neptune_files("artifacts/dataset") == mlflow_tree("datasets/dataset")
-    assert neptune_files("artifacts/re#port.md") == mlflow_tree("re__23port.md")
-
-    # The same import with --to again adds no container and no value to Neptune.
-    containers = offline.find_containers(data_dir)
-    again = import_runs("mlflow", mlflow_server.uri, dir=tmp_path / "store", options={"run_id": source[1]},
-                        to=["neptune"])
-    assert again.skipped == [run_dir]
-    assert offline.find_containers(data_dir) == containers
-    assert offline.merge_parts(offline.read_run(data_dir, run_dir.name)) == fields
-
-
 def image_file_prefix(key: str) -> str:
     """The start of a log_image file name for ``key`` (as the backend escapes image keys)."""
     from loggerhub_mlflow.keys import to_tracker
@@ -385,7 +289,7 @@ def test_cli_with_tracking_uri(plain: str, mlflow_server: MlflowServer, tmp_path
     assert "imported 1 runs, 0 already imported" in first.stdout, first.stdout + first.stderr
     second = subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
     assert "imported 0 runs, 1 already imported" in second.stdout
-    assert [p.name for p in (tmp_path / "plain-exp").iterdir()] == [f"mlflow-{plain}"]
+    assert [p.name for p in (tmp_path / "plain-exp").iterdir()] == [source_run_id("mlflow", plain)]
 
 
 def test_a_local_store_folder(tmp_path: Path) -> None:
@@ -406,10 +310,29 @@ def test_bad_requests(mlflow_server: MlflowServer, tmp_path: Path) -> None:
     with pytest.raises(LookupError, match="no MLflow experiment"):
         import_runs("mlflow", mlflow_server.uri, dir=tmp_path, options={"experiment": "does-not-exist"})
     with pytest.raises(TypeError, match="unknown mlflow import options"):
-        mlflow_import_runs(mlflow_server.uri, lambda **_: None, run_id="x", tags="y")
+        import_runs("mlflow", mlflow_server.uri, dir=tmp_path, options={"run_id": "x", "tags": "y"})
 
 
 def test_entry_point() -> None:
     from loggerhub.importing import importers
 
     assert importers()["mlflow"].value == "loggerhub_mlflow.importer:import_runs"
+
+
+def test_failed_run_keeps_its_error_and_end_time(mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="diverged"):
+        with loggerhub.init(project="failures", name="crash", dir=tmp_path / "runs", backends=["mlflow"],
+                            options={"mlflow": {"tracking_uri": mlflow_server.uri, "experiment": "failures"}},
+                            tags={"team": "vision"}, drain_timeout=120) as run:
+            run.log_metrics({"loss": 2.0}, step=0)
+            raise ValueError("loss diverged: nan at step 3\nsecond line")
+    [logged] = of_type(records(run.dir), "run_end")
+    assert logged["status"] == "FAILED" and "ValueError" in logged["error"]["traceback"]
+    state = json.loads((run.dir / "consumers" / "mlflow.json").read_text(encoding="utf-8"))["state"]
+    report = import_runs("mlflow", mlflow_server.uri, dir=tmp_path / "store", options={"run_id": state["run_id"]})
+    (run_dir,) = report.imported
+    entries = records(run_dir)
+    [end] = of_type(entries, "run_end")
+    assert (end["status"], end["error"]) == ("FAILED", logged["error"])
+    assert end["ts"] == millis(logged["ts"]) / 1000  # MLflow keeps milliseconds
+    assert not [tag for tag in entries[0]["tags"] if "error" in tag]  # the cause, not tags

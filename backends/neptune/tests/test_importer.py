@@ -31,6 +31,7 @@ from PIL import Image
 
 from loggerhub import journal as j
 from loggerhub.importing import import_runs
+from loggerhub_hookspecs.importers import Source, source_run_id
 
 LONG_TEXT = "".join(f"line {i}: {'x' * 40}\n" for i in range(40))  # > 1000 characters
 CONFIG = {"optimizer": {"name": "sgd", "lr": 0.1}, "layers": [64, 128], "dropout": None,
@@ -134,7 +135,8 @@ def write_plain_run(root: Path) -> dict[str, Any]:
         run.stop()
     (files / "gone.pt").unlink()
     [container] = offline.find_containers(root)
-    return {"container": container, "mosaic": mosaic, "best": (files / "best.pt").read_bytes()}
+    # The client keeps File(path) uploads as their paths: outside the .neptune folder.
+    return {"container": container, "mosaic": mosaic, "best": (files / "best.pt").read_bytes(), "files": files}
 
 
 def log_loggerhub_run(root: Path) -> dict[str, Any]:
@@ -193,7 +195,8 @@ def log_loggerhub_run(root: Path) -> dict[str, Any]:
         again.finish("FAILED")
     assert again.summary["trackers"]["neptune"]["undelivered"] == 0
     assert again.summary["trackers"]["neptune"]["rejected"] == 0
-    return {"run_dir": run.dir, "run_id": run.id, "data_dir": root / "neptune"}
+    # The backend uploads the journal's copies, from the run directory: outside the data dir.
+    return {"run_dir": run.dir, "run_id": run.id, "data_dir": root / "neptune", "allow": [root / "runs"]}
 
 
 @pytest.fixture(scope="module")
@@ -211,10 +214,11 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_plain_offline_run(plain: dict[str, Any], tmp_path: Path) -> None:
-    report = import_runs("neptune", str(plain["container"]), dir=tmp_path)
+    report = import_runs("neptune", str(plain["container"]), dir=tmp_path, allow_read=[plain["files"]])
     run_dir = only_run(report)
     container_id = offline.container_id(plain["container"])
-    assert run_dir == tmp_path / "neptune" / f"neptune-{container_id}"  # no project offline
+    assert run_dir == tmp_path / "neptune" / source_run_id("neptune", container_id)  # no project offline
+    assert report.problems == [f"read outside the source (allowed by --allow-read {plain['files']}): 3 files"]
     start = entries(run_dir)[0]
     assert start["type"] == "run_start" and start["name"] == "yolo-exp"
     assert start["tags"] == {"YOLOv8": "", "stage": "final", "imported_from": "neptune",
@@ -269,7 +273,8 @@ def test_failed_run_and_folder_of_runs(plain: dict[str, Any], tmp_path: Path) ->
             run["x"].append(1.0)
             raise RuntimeError("boom")
     for location in (data, data / ".neptune", data / ".neptune" / "offline", tmp_path):
-        report = import_runs("neptune", str(location), dir=tmp_path / "store" / location.name)
+        report = import_runs("neptune", str(location), dir=tmp_path / "store" / location.name,
+                             allow_read=[plain["files"]])
         assert len(report.imported) == 2, location
     names = {entries(r)[0]["name"]: entries(r)[-1]["status"] for r in report.imported}
     assert names == {"yolo-exp": "FINISHED", "boom": "FAILED"}
@@ -288,9 +293,9 @@ def test_nothing_to_import(tmp_path: Path) -> None:
 
 
 def original_and_imported(logged: dict[str, Any], store: Path) -> tuple[Path, Path]:
-    report = import_runs("neptune", str(logged["data_dir"]), dir=store)
+    report = import_runs("neptune", str(logged["data_dir"]), dir=store, allow_read=logged["allow"])
     imported = only_run(report)
-    assert imported == store / "migrate" / f"neptune-{logged['run_id']}"
+    assert imported == store / "migrate" / source_run_id("neptune", logged["run_id"])
     return logged["run_dir"], imported
 
 
@@ -358,30 +363,42 @@ def test_loggerhub_run_comes_back_as_logged(logged: dict[str, Any], tmp_path: Pa
 
 def test_importing_twice_changes_nothing(logged: dict[str, Any], plain: dict[str, Any], tmp_path: Path) -> None:
     for location in (logged["data_dir"], plain["container"]):
-        first = import_runs("neptune", str(location), dir=tmp_path)
+        allow = [*logged["allow"], plain["files"]]
+        first = import_runs("neptune", str(location), dir=tmp_path, allow_read=allow)
         before = store_bytes(tmp_path)
-        again = import_runs("neptune", str(location), dir=tmp_path)
+        again = import_runs("neptune", str(location), dir=tmp_path, allow_read=allow)
         assert (len(first.imported), len(again.imported), again.skipped) == (1, 0, first.imported)
         assert store_bytes(tmp_path) == before
         assert not again.counts and not again.unmapped
 
 
-def test_an_interrupted_import_is_done_again(logged: dict[str, Any], tmp_path: Path) -> None:
-    run_dir = only_run(import_runs("neptune", str(logged["data_dir"]), dir=tmp_path))
-    complete = entries(run_dir)
-    (run_dir / "import.json").unlink()  # as if the import had been killed before its end
-    again = import_runs("neptune", str(logged["data_dir"]), dir=tmp_path)
-    assert again.imported == [run_dir]
+def test_an_interrupted_import_leaves_nothing_and_is_done_again(logged: dict[str, Any], tmp_path: Path) -> None:
+    # A killed import leaves only its staging folder, which no listing shows; the next import
+    # removes it (its process is gone) and writes the run whole.
+    complete = entries(only_run(import_runs("neptune", str(logged["data_dir"]), dir=tmp_path / "first",
+                                            allow_read=logged["allow"])))
+    staging = tmp_path / "store" / ".staging" / "0123abcd"
+    (staging / "run" / "journal").mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    (staging / "owner.json").write_text(json.dumps({"pid": int(dead)}))
+    listed = subprocess.run([sys.executable, "-m", "loggerhub.cli", "--dir", str(tmp_path / "store"), "runs"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert "0123abcd" not in listed.stdout
+    again = import_runs("neptune", str(logged["data_dir"]), dir=tmp_path / "store", allow_read=logged["allow"])
+    run_dir = only_run(again)
     assert [(e["type"], e["seq"]) for e in entries(run_dir)] == [(e["type"], e["seq"]) for e in complete]
+    assert not staging.exists() and not any((tmp_path / "store" / ".staging").iterdir())
 
 
 def test_cli(plain: dict[str, Any], tmp_path: Path) -> None:
     command = [sys.executable, "-m", "loggerhub.cli", "--dir", str(tmp_path / "store"), "import", "neptune",
-               str(plain["container"].parent)]
+               str(plain["container"].parent), "--allow-read", str(plain["files"])]
     first = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert first.returncode == 0, first.stderr
     assert "imported 1 runs, 0 already imported" in first.stdout
     assert "non-integer step in half: 1" in first.stdout
+    assert f"read outside the source (allowed by --allow-read {plain['files']}): 3 files" in first.stdout
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert "imported 0 runs, 1 already imported (unchanged)" in again.stdout
     [run_dir] = (tmp_path / "store" / "neptune").iterdir()
@@ -472,7 +489,7 @@ def test_parquet_export_of_a_plain_run(tmp_path: Path) -> None:
 
     report = import_runs("neptune", str(data), dir=tmp_path / "store")
     run_dir = only_run(report)
-    assert run_dir == tmp_path / "store" / "ws-yolo" / "neptune-ws-yolo-YOLO-7"
+    assert run_dir == tmp_path / "store" / "ws-yolo" / source_run_id("neptune", "ws/yolo/YOLO-7")
     start = entries(run_dir)[0]
     assert (start["name"], start["ts"]) == ("detector", t0 - 10)
     assert start["tags"] == {"YOLOv8": "", "team": "vision", "imported_from": "neptune",
@@ -548,7 +565,8 @@ def export_like_neptune_exporter(parts: list[dict[str, Any]], project: str, root
 def test_parquet_export_of_a_loggerhub_run(logged: dict[str, Any], tmp_path: Path) -> None:
     parts = offline.read_run(logged["data_dir"], logged["run_id"])
     data = export_like_neptune_exporter(parts, "ws/migrate", tmp_path / "exports")
-    from_offline = only_run(import_runs("neptune", str(logged["data_dir"]), dir=tmp_path / "a"))
+    from_offline = only_run(import_runs("neptune", str(logged["data_dir"]), dir=tmp_path / "a",
+                                        allow_read=logged["allow"]))
     from_parquet = only_run(import_runs("neptune", str(data), dir=tmp_path / "b"))
     # The same loggerhub run: the same imported run, whichever way it came.
     assert from_parquet.relative_to(tmp_path / "b") == from_offline.relative_to(tmp_path / "a")
@@ -579,7 +597,9 @@ def test_parquet_export_of_a_loggerhub_run(logged: dict[str, Any], tmp_path: Pat
 
 def test_parquet_without_pyarrow_says_what_to_install(tmp_path: Path) -> None:
     code = ("import sys; sys.modules['pyarrow'] = None; from loggerhub_neptune import importer\n"
-            "try:\n    importer.import_runs(sys.argv[1], None)\nexcept ImportError as e:\n    print(e)")
+            "from loggerhub_hookspecs.importers import Source\n"
+            "try:\n    importer.import_runs.read(Source(sys.argv[1], None), None, {})\n"
+            "except ImportError as e:\n    print(e)")
     write_parquet(tmp_path / "x.parquet", [])
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                          timeout=120, check=False)
@@ -598,77 +618,11 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield server
 
 
-def test_neptune_offline_to_mlflow(logged: dict[str, Any], mlflow_server: Any, tmp_path: Path,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from loggerhub_mlflow import keys as mlflow_keys
-    from loggerhub_mlflow.testing import read_back
-    from mlflow.tracking import MlflowClient
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
-    report = import_runs("neptune", str(logged["data_dir"]), dir=tmp_path, to=["mlflow"])
-    run_dir = only_run(report)
-    client = MlflowClient(mlflow_server.uri)
-    experiment = client.get_experiment_by_name("migrate")
-    [found] = client.search_runs([experiment.experiment_id])
-    mlflow_id = found.info.run_id
-    view = read_back(mlflow_server.uri, mlflow_id)
-    start = entries(run_dir)[0]
-
-    assert found.info.run_name == "resumed" and view.status == "FAILED"
-    assert {k: found.data.tags[mlflow_keys.to_tracker(k)] for k in start["tags"]} == start["tags"]
-    assert found.data.tags["loggerhub.run_id"] == run_dir.name
-    assert view.params == {**{mlflow_keys.to_tracker(k): str(v) for k, v in start["config"].items()},
-                           **{k: v for k, v in view.params.items() if k.startswith("loggerhub")}}
-
-    expected: dict[str, list[tuple[int, float]]] = {}
-    for m in of_type(run_dir, "metrics"):
-        for key, value in m["values"].items():
-            stored = math.copysign(1.7976931348623157e308, value) if math.isinf(value) else value
-            expected.setdefault(mlflow_keys.to_tracker(key), []).append((m["step"], stored))
-    assert set(view.metrics) == set(expected)
-    for key, series in expected.items():
-        assert same(sorted(view.metrics[key], key=lambda p: p[0]), sorted(series, key=lambda p: p[0])), key
-    history = client.get_metric_history(mlflow_id, "train/loss")
-    stamps = {(m.step, m.timestamp) for m in history}
-    assert stamps == {(m["step"], round(m["ts"] * 1000))
-                      for m in of_type(run_dir, "metrics") if "train/loss" in m["values"]}
-
-    images: dict[str, int] = {}
-    for image in of_type(run_dir, "image"):
-        images[image["key"]] = images.get(image["key"], 0) + 1
-    assert view.images == images == {"samples/rgb": 1, "samples/gray": 1, "samples/boxes": 1}
-    assert view.boxes == {"samples/boxes": 2, "samples/rgb": 0}  # a caption gets an annotation file too
-    assert view.figures == {"plots/curve": 1, "plots/later": 1}
-    texts: dict[str, list[str]] = {}
-    for text in sorted(of_type(run_dir, "text"), key=lambda t: (t["step"], t["ts"])):
-        texts.setdefault(text["key"], []).append(text["text"])
-    assert view.texts == texts
-    assert list(view.tables) == ["val/confusion_matrix"]
-
-    download = Path(client.download_artifacts(mlflow_id, "", str(tmp_path / "download")))
-    original = logged["run_dir"]
-    [checkpoint] = of_type(original, "checkpoint")
-    assert (download / "models" / "best.pt").read_bytes() == (original / checkpoint["file"]).read_bytes()
-    [dataset] = of_type(original, "artifact")
-    assert tree(download / "dataset") == tree(original / dataset["file"])
-
-    # Replaying again, importing again: nothing new in MLflow.
-    before = (view.metrics, view.artifacts, view.params)
-    again = import_runs("neptune", str(logged["data_dir"]), dir=tmp_path, to=["mlflow"])
-    assert again.skipped == [run_dir] and not again.imported
-    from loggerhub.importing import replay
-
-    replay([run_dir], ["mlflow"])
-    assert len(client.search_runs([experiment.experiment_id])) == 1
-    after = read_back(mlflow_server.uri, mlflow_id)
-    assert same((after.metrics, sorted(after.artifacts), after.params), (before[0], sorted(before[1]), before[2]))
-
-
 def test_source_ids() -> None:
     """sys/custom_run_id first; sys/id is qualified by its project, being unique only there."""
     def plan(fields: dict[str, Any], project: str | None = None) -> Any:
         part = importer.Part(id="container", fields=fields, project=project)
-        return importer._Mapper([part], fields, {}, Path("/nonexistent")).plan()
+        return importer._Mapper([part], fields, {}, Source("container", None)).plan()
 
     atom = lambda v: {"type": "string", "value": v}  # noqa: E731
     assert plan({"sys/custom_run_id": atom("c"), "sys/id": atom("D-1")}).source_id == "c"
@@ -676,3 +630,33 @@ def test_source_ids() -> None:
     assert plan({}).source_id == "container"
     assert plan({"loggerhub/run_id": atom("lh-1"), "sys/id": atom("D-1")}).source_id == "lh-1"
     assert to_tracker("sys/odd") == "_sys/odd"  # the reserved-root escape the round trip undoes
+
+
+def test_failed_run_keeps_its_error_and_end_time(tmp_path: Path) -> None:
+    """The run ends at ``loggerhub/ended_at`` (the journal's end), not at the client's last
+    operation, which a delivery running behind the training loop makes later."""
+    import loggerhub
+
+    data_dir = tmp_path / "neptune"
+    with pytest.raises(ValueError, match="diverged"):
+        with loggerhub.init(project="failures", name="crash", dir=tmp_path / "runs", backends=["neptune"],
+                            options={"neptune": {"mode": "offline", "data_dir": str(data_dir)}},
+                            drain_timeout=120) as run:
+            run.log_metrics({"loss": 2.0}, step=0)
+            raise ValueError("loss diverged: nan at step 3\nsecond line")
+    [logged] = [e.data for e in j.JournalReader(run.dir).entries() if e.data["type"] == "run_end"]
+    assert logged["status"] == "FAILED" and "ValueError" in logged["error"]["traceback"]
+    report = import_runs("neptune", str(data_dir), dir=tmp_path / "store")
+    [end] = of_type(only_run(report), "run_end")
+    assert (end["status"], end["error"]) == ("FAILED", logged["error"])
+    assert end["ts"] == math.floor(logged["ts"] * 1000) / 1000  # the client keeps whole milliseconds
+
+
+def test_find_containers_skips_a_metadata_json_that_is_not_an_object(tmp_path: Path) -> None:
+    root = tmp_path / ".neptune" / "offline"
+    for name, metadata in (("run__c1__1__k", {"createdAt": "2024-01-02"}), ("run__c2__1__k", ["not", "an", "object"]),
+                           ("run__c3__1__k", {"createdAt": 5})):
+        (root / name).mkdir(parents=True)
+        (root / name / "metadata.json").write_text(json.dumps(metadata))
+    # createdAt compared as text, whatever its JSON type.
+    assert [offline.container_id(c) for c in offline.find_containers(tmp_path)] == ["c1", "c3"]

@@ -58,7 +58,7 @@ def test_works_with_tensorflow_and_torch_unimportable(tmp_path: Path) -> None:
         backend.loggerhub_run_start(run=run, state=state)
         backend.loggerhub_log_metrics(points=[MetricPoint("loss", 0.5, 1, time.time())])
         backend.loggerhub_log_text(text=TextRecord("notes", "hi", 1, time.time()))
-        backend.loggerhub_run_end(run=run, status=Status.FINISHED)
+        backend.loggerhub_run_end(run=run, status=Status.FINISHED, ended_at=time.time(), error=None)
         tb = read_logdir(state["logdir"])
         assert [s.value for s in tb.scalars["loss"]] == [0.5] and tb.status == "FINISHED", tb
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "torch")))

@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from loggerhub_tensorboard.importer import import_runs as tb_import_runs
 from loggerhub_tensorboard.importer import parse_table
 from PIL import Image
 
 import loggerhub
 from loggerhub.importing import import_runs
 from loggerhub.journal import JournalReader
+from loggerhub_hookspecs.importers import source_run_id
 
 CONFIG = {"optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 3, "layers": [64, 128], "dropout": None,
           "nesterov": True, "width": 1.0, "code": "007", "big": 2**60}
@@ -211,21 +211,6 @@ def test_a_run_folder_itself_and_its_copied_files(source: tuple[Path, Path, Path
     assert report.unmapped["tensorboard: file in a run folder that no record holds"] == 1
 
 
-def test_replay_to_comet_twice_adds_nothing(source: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    from loggerhub_comet.offline import read_offline_dir
-
-    report = import_runs("tensorboard", str(source[2] / source[1].name), dir=tmp_path, to=["comet"])
-    (run_dir,) = report.imported
-    archives = run_dir / "comet"  # the Comet backend's default offline folder
-    (experiment,) = read_offline_dir(archives).values()
-    assert experiment["metrics"]["loss"][0]["value"] == 2.0
-    assert experiment["others"]["status"] == "FAILED"
-    before = sorted(archives.iterdir())
-    again = import_runs("tensorboard", str(source[2] / source[1].name), dir=tmp_path, to=["comet"])
-    assert again.skipped == [run_dir]
-    assert sorted(archives.iterdir()) == before
-
-
 # --------------------------------------------------------------------------- a user's own writer
 
 
@@ -313,7 +298,7 @@ def test_cli_imports_once(user_logdir: Path, tmp_path: Path) -> None:
     assert "imported 0 runs, 1 already imported" in second.stdout
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == journal
     (run_dir,) = (tmp_path / "tensorboard").iterdir()
-    assert run_dir.name == "tensorboard-lr_pg0"
+    assert run_dir.name == source_run_id("tensorboard", "lr_pg0")
 
 
 def test_bad_location_and_options(tmp_path: Path) -> None:
@@ -321,8 +306,8 @@ def test_bad_location_and_options(tmp_path: Path) -> None:
         import_runs("tensorboard", str(tmp_path / "missing"), dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="no TensorBoard event files"):
         import_runs("tensorboard", str(tmp_path), dir=tmp_path / "store")
-    with pytest.raises(TypeError, match="no options"):
-        tb_import_runs(str(tmp_path), lambda **_: None, run_id="x")
+    with pytest.raises(TypeError, match="unknown tensorboard import options"):
+        import_runs("tensorboard", str(tmp_path), dir=tmp_path / "store", options={"run_id": "x"})
 
 
 @pytest.mark.parametrize("text", ["plain", "x | y", "\\", "a\\|b", "1\n2", "<b>*x*</b> &amp;", "", "__init__",
@@ -339,3 +324,44 @@ def test_entry_point() -> None:
     from loggerhub.importing import importers
 
     assert importers()["tensorboard"].value == "loggerhub_tensorboard.importer:import_runs"
+
+
+def test_failed_run_keeps_its_error_and_end_time(tmp_path: Path) -> None:
+    logdir = tmp_path / "tb"
+    with pytest.raises(ValueError, match="diverged"):
+        with loggerhub.init(project="failures", name="crash", dir=tmp_path / "runs", backends=["tensorboard"],
+                            options={"tensorboard": {"logdir": str(logdir / "{run_id}")}}, drain_timeout=120) as run:
+            run.log_metrics({"loss": 2.0}, step=0)
+            # Characters the Text tab's markdown escapes, a line break, and what looks like a head.
+            raise ValueError("loss diverged: *nan* | <b>x</b> \\ at step 3\n**FAILED**: second line")
+    [logged] = of_type(records(run.dir), "run_end")
+    assert logged["status"] == "FAILED" and "ValueError" in logged["error"]["traceback"]
+    report = import_runs("tensorboard", str(logdir), dir=tmp_path / "store")
+    (run_dir,) = report.imported
+    [end] = of_type(records(run_dir), "run_end")
+    assert (end["status"], end["ts"], end["error"]) == ("FAILED", logged["ts"], logged["error"])
+
+
+def test_hparams_session_end_time_is_the_end(tmp_path: Path) -> None:
+    """A user's writer that ends its HParams session with an end time: the run ends then."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+    from tensorboard.plugins.hparams import metadata as hp_metadata
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    writer = EventFileWriter(str(tmp_path / "runs" / "exp"))
+    scalar = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="loss", simple_value=0.5)])
+    writer.add_event(event_pb2.Event(step=1, wall_time=1_700_000_001, summary=scalar))
+    for info in (plugin_data_pb2.HParamsPluginData(session_start_info=plugin_data_pb2.SessionStartInfo()),
+                 plugin_data_pb2.HParamsPluginData(session_end_info=plugin_data_pb2.SessionEndInfo(
+                     status=api_pb2.Status.STATUS_FAILURE, end_time_secs=1_700_000_100.5))):
+        tag = hp_metadata.SESSION_END_INFO_TAG if info.HasField("session_end_info") else \
+            hp_metadata.SESSION_START_INFO_TAG
+        value = summary_pb2.Summary.Value(tag=tag, tensor=hp_metadata.NULL_TENSOR,
+                                          metadata=hp_metadata.create_summary_metadata(info))
+        writer.add_event(event_pb2.Event(step=0, wall_time=1_700_000_000, summary=summary_pb2.Summary(value=[value])))
+    writer.close()
+    report = import_runs("tensorboard", str(tmp_path / "runs"), dir=tmp_path / "store")
+    (run_dir,) = report.imported
+    [end] = of_type(records(run_dir), "run_end")
+    assert (end["status"], end["ts"], end.get("error")) == ("FAILED", 1_700_000_100.5, None)

@@ -1,16 +1,30 @@
 """``loggerhub import comet PATH``: Comet offline archives back into loggerhub runs.
 
 PATH is one archive (``<experiment key>-<random>.zip``) or a folder of them; the archives of one
-experiment (a resumed run writes several) are merged by :func:`offline.read_offline_dir`. The
-experiment key is the source id, so importing the same archives again writes nothing.
+experiment (a resumed run writes several) are merged in start-time order, as ``comet upload``
+applies them. The experiment key is the source id, so importing the same archives again writes
+nothing.
 
 What the Comet backend wrote is inverted exactly (key escapes, box layers, long parameter
 assets, models, tables, the Other-tab status). An archive of any other Comet user is read the
 same way, its uploads mapped by their upload type. Comet's own bookkeeping (``curr_step``,
 ``process duration``, ...) and what loggerhub has no record for are reported as not mapped.
 
+Archives are hostile input (the layout is in :mod:`loggerhub_comet.offline`): members are
+streamed with the limits of :class:`~loggerhub_hookspecs.importers.Limits` (size, compression
+ratio, free space), upload names never leave the run's folder, and a malformed message is skipped
+and reported as ``<archive>/messages.json:<line>``. An archive whose ``experiment.json`` is not an
+object with a non-empty ``offline_id`` is skipped and reported.
+
 Times are the archive's: ``local_timestamp`` of each message, which is when the Comet SDK
 received the call (for an archive written by loggerhub, the delivery, not the training loop).
+The run ends at the ``stop_time`` of the archive of its end, which the backend stamps with the
+journal's end, so records delivered late may come after it; it starts at ``start_time`` (the
+delivery's start), or at that end if the delivery started later.
+
+A run that did not finish keeps why: the backend's Other-tab ``error_type`` and ``error_message``
+and its ``loggerhub/traceback.txt`` upload, else ``experiment.json``'s ``customer_error_message``,
+all taken from the archive of the run's end.
 """
 
 from __future__ import annotations
@@ -18,127 +32,350 @@ from __future__ import annotations
 import csv
 import io
 import json
-import tempfile
+import math
+import re
 import zipfile
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+import zlib
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from loggerhub_comet.keys import RESERVED, from_tracker
-from loggerhub_comet.offline import iter_messages, read_member, read_offline_dir, read_offline_zip
-from loggerhub_hookspecs import ArtifactKind, Box, Status, TableRole
+from loggerhub_comet.offline import SYSTEM_PARAMS
+from loggerhub_hookspecs import ArtifactKind, Box, RunError, Status, TableRole
+from loggerhub_hookspecs.importers import (
+    BuilderFactory,
+    Emit,
+    Importer,
+    Pending,
+    RunBuilder,
+    Source,
+    contained,
+    contained_member,
+    open_zip,
+    safe_name,
+    write_in_order,
+    write_metrics,
+)
 
 #: Other-tab entries that the Comet backend and the SDK write for themselves.
-OWN_OTHERS = frozenset({"Name", "status", "loggerhub_run_id", "offline_experiment"})
+OWN_OTHERS = frozenset({"Name", "status", "loggerhub_run_id", "offline_experiment", "error_type", "error_message"})
+#: The backend's upload metadata for the traceback of a run that did not finish.
+TRACEBACK_ROLE = "traceback"
+_ERROR_TYPE = re.compile(r"^([A-Za-z_][\w.]*): (.*)$", re.DOTALL)
 #: The backend's ``loggerhub`` upload metadata for files, and the artifact kind each one is.
 ARTIFACT_ROLES = {"checkpoint": ArtifactKind.MODEL, "model": ArtifactKind.MODEL,
                   "dataset": ArtifactKind.DATASET, "file": ArtifactKind.FILE}
-
-Emit = Callable[[Any, int, float], None]  # (builder, step, ts)
-
-
-@dataclass(order=True)
-class _Item:
-    """One record to write, in source-time order, then step, then reading order."""
-
-    ts: float
-    step: int
-    order: int
-    emit: Emit = field(compare=False)
-    #: No step in the source: loggerhub's rule decides (see :func:`_write`).
-    auto_step: bool = field(default=False, compare=False)
-    metrics: bool = field(default=False, compare=False)
+_SPECIAL_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_PLACEHOLDER = "comet: archive without experiment.json (placeholder of a killed process), skipped"
 
 
-def import_runs(location: str, factory: Any, **options: Any) -> None:
-    """Import every Comet experiment found at ``location`` (an archive or a folder of them)."""
-    if options:
-        raise TypeError(f"the comet importer takes no options, got {sorted(options)}")
-    path = Path(location)
-    skipped: list[str] = []
-    if path.is_dir():
-        experiments = read_offline_dir(path, skipped)
-    elif path.is_file():
-        try:
-            part = read_offline_zip(path)
-        except (KeyError, zipfile.BadZipFile):
-            skipped.append(str(path))
-            experiments = {}
+class CometImporter(Importer):
+    name = "comet"
+    location_help = "a Comet offline archive (.zip) or a folder of them"
+
+    def read(self, source: Source, builder_factory: BuilderFactory, options: Mapping[str, Any]) -> None:
+        """Import every Comet experiment found at the location (an archive or a folder of them)."""
+        path = Path(source.location).expanduser().absolute()
+        if path.is_dir():
+            archives = sorted(p for p in path.glob("*.zip") if p.is_file())
+        elif path.is_file():
+            archives = [path]
         else:
-            experiments = {part["key"]: {**part, "parts": [part["path"]]}}
+            raise FileNotFoundError(f"no Comet offline archive or folder at {path}")
+        if not archives:
+            raise FileNotFoundError(f"no Comet offline archive (*.zip) in {path}")
+        parts = []
+        placeholders = 0
+        for archive in archives:
+            try:
+                part = _read_archive(source.contained(archive), source)
+            except (zipfile.BadZipFile, zlib.error, NotImplementedError, OSError, ValueError, EOFError) as error:
+                source.skip(archive, None, f"not a readable archive: {type(error).__name__}: {error}")
+                continue
+            if part is None:
+                placeholders += 1
+            elif part != {}:
+                parts.append(part)
+        if placeholders:
+            # The empty placeholder a process killed before end() leaves: part of no run.
+            builder_factory.unmapped(_PLACEHOLDER, placeholders)
+        experiments = _merge(parts)
+        for key in sorted(experiments):
+            _import_experiment(experiments[key], builder_factory, source)
+
+
+#: ``loggerhub.importers`` entry point.
+import_runs = CometImporter()
+
+
+# --------------------------------------------------------------------------- reading an archive
+
+
+def _read_archive(path: Path, source: Source) -> dict[str, Any] | None:
+    """One archive as plain dicts (the shape of ``offline.read_offline_zip``), every message
+    checked; None for a placeholder, ``{}`` for an archive that is skipped and reported."""
+    with open_zip(path, source) as archive:
+        members = {info.filename: info for info in archive.infolist()}
+        if "experiment.json" not in members:
+            return None
+        experiment = json.loads(source.zip_member(archive, "experiment.json"))
+        key = experiment.get("offline_id") if isinstance(experiment, dict) else None
+        if not isinstance(key, str) or not key.strip():
+            source.skip(f"{path.name}/experiment.json", None,
+                        "not an object with a non-empty offline_id; the archive is skipped")
+            return {}
+        part: dict[str, Any] = {
+            "path": path, "key": key, "experiment": experiment, "params": {}, "system_params": {},
+            "metrics": {}, "others": {}, "tags": _text_list(experiment.get("tags")), "uploads": [],
+            "unknown": {},
+        }
+        if "messages.json" not in members:
+            return part
+        where = f"{path.name}/messages.json"
+        with archive.open("messages.json") as raw:
+            for number, line in _lines(raw, source, where):
+                if not line.strip():
+                    continue
+                try:
+                    message = json.loads(line)
+                    if not isinstance(message, dict):
+                        raise ValueError("a message that is not a JSON object")
+                    _apply(part, message, archive, members, source, (where, number))
+                except (ValueError, TypeError, KeyError, RecursionError, zipfile.BadZipFile, zlib.error) as error:
+                    source.skip(where, number, _why(error))
+    return part
+
+
+def _lines(raw: Any, source: Source, where: str) -> Any:
+    from loggerhub_hookspecs.importers import lines_capped
+
+    for number, line in lines_capped(raw, source.limits.item_bytes):
+        if line is None:
+            source.skip(where, number, f"a line longer than {source.limits.item_bytes} bytes")
+            continue
+        if not line.endswith(b"\n") and line.strip():
+            source.skip(where, number, "a torn last line (the writer stopped mid-line)")
+            continue
+        yield number, line
+
+
+def _why(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
+
+
+def _apply(part: dict[str, Any], message: dict[str, Any], archive: zipfile.ZipFile,
+           members: dict[str, zipfile.ZipInfo], source: Source, where: tuple[str, int]) -> None:
+    kind = message.get("type")
+    payload = message.get("payload")
+    payload = payload if isinstance(payload, dict) else {}
+    if not isinstance(kind, str):
+        raise ValueError("a message without a text type")
+    if kind == "metric_msg":
+        metric = payload.get("metric")
+        if not isinstance(metric, dict):
+            raise ValueError("a metric message without its metric object")
+        name = _name(metric.get("metricName"), "metricName")
+        part["metrics"].setdefault(name, []).append({
+            "step": _integer(metric.get("step"), "step"),
+            "epoch": _integer(metric.get("epoch"), "epoch"),
+            "value": _metric_value(metric.get("metricValue"), name),
+            "timestamp": _seconds(payload.get("local_timestamp")),
+            "where": where,
+        })
+    elif kind == "parameter_msg":
+        param = payload.get("param") or payload.get("params")
+        if not isinstance(param, dict):
+            raise ValueError("a parameter message without its param object")
+        name = _name(param.get("paramName"), "paramName")
+        system = name in SYSTEM_PARAMS or param.get("source") == "auto-logged"
+        part["system_params" if system else "params"][name] = param.get("paramValue")
+    elif kind == "log_other":
+        part["others"][_name(payload.get("key"), "key")] = payload.get("value")
+    elif kind == "file_upload":
+        part["uploads"].append(_upload(payload, archive, members, source, where))
     else:
-        raise FileNotFoundError(f"no Comet offline archive or folder at {path}")
-    if skipped:
-        # The empty placeholder a process killed before end() leaves: part of no run.
-        factory.unmapped("comet: archive without experiment.json (placeholder of a killed process), skipped",
-                         len(skipped))
-    if not experiments and not skipped:
-        raise FileNotFoundError(f"no Comet offline archive (*.zip) in {path}")
-    for key in sorted(experiments):
-        _import_experiment(experiments[key], factory)
+        part["unknown"][kind[:60]] = part["unknown"].get(kind[:60], 0) + 1
 
 
-def _import_experiment(experiment: dict[str, Any], factory: Any) -> None:
-    others = experiment["others"]
-    started = _seconds(experiment["experiment"].get("start_time")) or 0.0
-    params = dict(experiment["params"])
-    long_values, uploads = _split_param_assets(experiment["uploads"])
-    params.update(long_values)  # the whole value, where Comet keeps 1000 characters
-    builder = factory(
-        source_id=experiment["key"],
-        name=str(others.get("Name") or experiment["key"]),
-        started_at=started,
-        config={from_tracker(name): value for name, value in params.items()},
-        tags=_tags(experiment["tags"]),
-        source_project=experiment["experiment"].get("project_name"),
-    )
-    if builder is None:
-        return
-    times = _upload_times(experiment["parts"])
-    stops = [_seconds(_archive_meta(part).get("stop_time")) or 0.0 for part in experiment["parts"]]
-    with tempfile.TemporaryDirectory(prefix="loggerhub-comet-import-") as tmp, builder:
-        for name in sorted(experiment["system_params"]):
-            builder.unmapped(f"comet: SDK parameter {name!r}")
-        for name in sorted(set(others) - OWN_OTHERS):
-            builder.unmapped(f"comet: Other-tab value {name!r}")
-        for kind, count in sorted(experiment["unknown"].items()):
-            builder.unmapped(f"comet: {kind} message", count)
-        items = _metric_items(experiment["metrics"], "loggerhub_run_id" in others, started, builder)
-        items += _upload_items(uploads, times, Path(tmp), builder, started)
-        items.sort()
-        _write(items, builder)
-        end = max([started, *stops, *(item.ts for item in items)])
-        builder.end(_status(others.get("status"), builder), end)
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} is not a non-empty text")
+    return value
 
 
-# --------------------------------------------------------------------------- run level
+def _integer(value: Any, what: str) -> int | None:
+    """A step or epoch: an integer (or an integral number), else the item is refused; never rounded."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} is not a number")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{what} {value!r} is not an integer")
+    return int(value)
 
 
-def _archive_meta(archive: str) -> dict[str, Any]:
-    with zipfile.ZipFile(archive) as opened:
-        meta: dict[str, Any] = json.loads(opened.read("experiment.json"))
-    return meta
-
-
-def _upload_times(parts: Iterable[str]) -> dict[tuple[str, str], float]:
-    """When each upload was made, by (archive, member): the reader keeps no upload times."""
-    times: dict[tuple[str, str], float] = {}
-    for archive in parts:
-        with zipfile.ZipFile(archive) as opened:
-            for message in iter_messages(opened):
-                payload = message.get("payload") or {}
-                stamp = _seconds(payload.get("local_timestamp"))
-                if message.get("type") == "file_upload" and payload.get("file_path") and stamp is not None:
-                    times[(archive, payload["file_path"])] = stamp
-    return times
+def _metric_value(raw: Any, name: str) -> float:
+    """A metric value as the archive stores it (NaN and infinities as text); the message never
+    quotes the value, which may be a secret logged under the wrong name."""
+    if isinstance(raw, str) and raw in _SPECIAL_FLOATS:
+        return _SPECIAL_FLOATS[raw]
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        raise ValueError(f"metric {name[:80]!r}: its value is not a number")
+    try:
+        return float(raw)
+    except (ValueError, OverflowError):
+        raise ValueError(f"metric {name[:80]!r}: its value is not a number") from None
 
 
 def _seconds(millis: Any) -> float | None:
-    return None if millis is None else float(millis) / 1000.0
+    if millis is None:
+        return None
+    if isinstance(millis, bool) or not isinstance(millis, (int, float)) or not math.isfinite(millis):
+        raise ValueError("local_timestamp is not a number")
+    return float(millis) / 1000.0
 
 
-def _tags(tags: Iterable[str]) -> dict[str, str]:
+def _text_list(value: Any) -> list[str]:
+    return [str(item) for item in value] if isinstance(value, list) else []
+
+
+def _upload(payload: dict[str, Any], archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo],
+            source: Source, where: tuple[str, int]) -> dict[str, Any]:
+    extra = payload.get("additional_params")
+    extra = extra if isinstance(extra, dict) else {}
+    member = payload.get("file_path")
+    member = member if isinstance(member, str) and member in members else None
+    metadata = payload.get("metadata")
+    name = extra.get("figName") or extra.get("fileName")
+    upload: dict[str, Any] = {
+        "upload_type": str(payload.get("upload_type")),
+        "name": name if isinstance(name, str) else None,
+        "group": extra.get("groupingName") if isinstance(extra.get("groupingName"), str) else None,
+        "step": _integer(extra.get("step"), "step"),
+        "epoch": _integer(extra.get("epoch"), "epoch"),
+        "metadata": metadata if isinstance(metadata, dict) else {},
+        "member": member,
+        "ts": _seconds(payload.get("local_timestamp")),
+        "archive": archive.filename,  # opened again while the run is written
+        "where": where,
+    }
+    if member is not None and upload["upload_type"] == "text-sample":
+        upload["text"] = source.zip_member(archive, member).decode("utf-8", errors="replace")
+    elif member is not None and upload["upload_type"] == "confusion-matrix":
+        upload["content"] = json.loads(source.zip_member(archive, member))
+    return upload
+
+
+def _merge(parts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The archives of one experiment key as one, applied ``create`` first, then by start time."""
+    def order(part: dict[str, Any]) -> tuple[bool, float]:
+        start = part["experiment"].get("start_time")
+        return (part["experiment"].get("resume_strategy") != "create",
+                float(start) if isinstance(start, (int, float)) and not isinstance(start, bool) else 0.0)
+
+    merged: dict[str, dict[str, Any]] = {}
+    for part in sorted(parts, key=order):
+        target = merged.get(part["key"])
+        if target is None:
+            target = merged[part["key"]] = {
+                "key": part["key"], "experiment": part["experiment"], "parts": [], "params": {},
+                "system_params": {}, "metrics": {}, "others": {}, "tags": [], "uploads": [], "unknown": {}}
+        target["parts"].append(part)
+        for name in ("params", "system_params", "others"):
+            target[name].update(part[name])
+        for name, points in part["metrics"].items():
+            target["metrics"].setdefault(name, []).extend(points)
+        target["uploads"].extend(part["uploads"])
+        target["tags"].extend(t for t in part["tags"] if t not in target["tags"])
+        for kind, count in part["unknown"].items():
+            target["unknown"][kind] = target["unknown"].get(kind, 0) + count
+    return merged
+
+
+# --------------------------------------------------------------------------- one experiment
+
+
+def _import_experiment(experiment: dict[str, Any], factory: BuilderFactory, source: Source) -> None:
+    others = experiment["others"]
+    meta = experiment["experiment"]
+    started = _safe_seconds(meta.get("start_time")) or 0.0
+    # start_time is when the delivery started: after the end for a run delivered late (`loggerhub
+    # sync`), which then started no later than it ended.
+    stops = [_safe_seconds(part["experiment"].get("stop_time")) or 0.0 for part in experiment["parts"]]
+    started = min([started, *(stop for stop in stops if stop)])
+    params = dict(experiment["params"])
+    with _Archives() as archives:
+        for upload in experiment["uploads"]:
+            upload["archive"] = archives.open(upload["archive"], source)
+        long_values, uploads = _split_param_assets(experiment["uploads"], source)
+        ending = _ending_part(experiment["parts"])
+        tracebacks = [u for u in uploads if u["metadata"].get("loggerhub") == TRACEBACK_ROLE]
+        uploads = [u for u in uploads if u["metadata"].get("loggerhub") != TRACEBACK_ROLE]
+        params.update(long_values)  # the whole value, where Comet keeps 1000 characters
+        name = others.get("Name")
+        project = meta.get("project_name")
+        builder = factory(
+            source_id=experiment["key"],
+            name=name if isinstance(name, str) and name else experiment["key"],
+            started_at=started,
+            config={from_tracker(str(key)): value for key, value in params.items()},
+            tags=_tags(experiment["tags"]),
+            source_project=project if isinstance(project, str) else None,
+        )
+        if builder is None:
+            return
+        with builder:
+            for param in sorted(experiment["system_params"]):
+                builder.unmapped(f"comet: SDK parameter {param!r}")
+            for other in sorted(set(others) - OWN_OTHERS):
+                builder.unmapped(f"comet: Other-tab value {other!r}")
+            for kind, count in sorted(experiment["unknown"].items()):
+                builder.unmapped(f"comet: {kind} message", count)
+            items = _metric_items(experiment["metrics"], "loggerhub_run_id" in others, started, builder, source)
+            items += _upload_items(uploads, builder.scratch, builder, started, source)
+            write_in_order(items, builder, source)
+            # The end is the stop time of the archive of the run's end: the backend stamps it
+            # with the journal's end, where the records' times are when the SDK received them.
+            stop = _safe_seconds(ending["experiment"].get("stop_time")) if ending is not None else None
+            end = stop or max([started, *stops, *(item.ts for item in items)])
+            status = _status(others.get("status"), builder)
+            error, taken = (None, False) if status is Status.FINISHED or ending is None else _error(ending, source)
+            if len(tracebacks) > taken:
+                # Of an earlier end of a resumed run (or of a run that then finished): the journal
+                # keeps the cause of the last end only.
+                builder.unmapped("comet: traceback of an earlier end of the run", len(tracebacks) - taken)
+            builder.end(status, end, error)
+
+
+class _Archives:
+    """The experiment's archives, each opened once while its records are written."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, zipfile.ZipFile] = {}
+
+    def open(self, path: str | None, source: Source) -> zipfile.ZipFile:
+        assert path is not None  # archives are opened from files
+        if path not in self._open:
+            self._open[path] = open_zip(Path(path), source)
+        return self._open[path]
+
+    def __enter__(self) -> _Archives:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for archive in self._open.values():
+            archive.close()
+
+
+def _safe_seconds(millis: Any) -> float | None:
+    try:
+        return _seconds(millis)
+    except ValueError:
+        return None
+
+
+def _tags(tags: list[str]) -> dict[str, str]:
     """``key:value`` tags back to a mapping; a tag without ``:`` is a key with an empty value."""
     result: dict[str, str] = {}
     for tag in tags:
@@ -147,7 +384,7 @@ def _tags(tags: Iterable[str]) -> dict[str, str]:
     return result
 
 
-def _status(raw: Any, builder: Any) -> Status:
+def _status(raw: Any, builder: RunBuilder) -> Status:
     if raw in (None, ""):
         return Status.FINISHED  # archives are written by end(): a plain Comet run that ended
     if raw == "RUNNING":
@@ -161,13 +398,46 @@ def _status(raw: Any, builder: Any) -> Status:
         return Status.FINISHED
 
 
-def _split_param_assets(uploads: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _ending_part(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The archive of the run's last end: the last one that holds a status (an archive of a
+    session that stopped before the run ended holds none); the last archive of a plain run."""
+    ended = [part for part in parts if "status" in part["others"]]
+    return ended[-1] if ended else (parts[-1] if parts else None)
+
+
+def _error(part: dict[str, Any], source: Source) -> tuple[RunError | None, bool]:
+    """Why the run failed, from the archive of its end: the backend's Other-tab ``error_type``
+    and ``error_message`` and its last ``loggerhub/traceback.txt`` upload; else
+    ``experiment.json``'s ``customer_error_message`` (``Type: message``; a text without a type is
+    the message of an ``Error``). Also whether a traceback upload was taken."""
+    others = part["others"]
+    kind, message = others.get("error_type"), others.get("error_message")
+    if isinstance(kind, str) and kind:
+        trace = ""
+        own = [u for u in part["uploads"] if u["metadata"].get("loggerhub") == TRACEBACK_ROLE and u["member"]]
+        if own:
+            try:
+                trace = source.zip_member(own[-1]["archive"], own[-1]["member"]).decode("utf-8", errors="replace")
+            except (ValueError, zipfile.BadZipFile, zlib.error) as error:  # the type and message still count
+                source.skip(own[-1]["where"][0], own[-1]["where"][1], f"traceback: {_why(error)}")
+        return RunError(kind, message if isinstance(message, str) else "", trace), bool(own)
+    reported = part["experiment"].get("customer_error_message")
+    if not isinstance(reported, str) or not reported:
+        return None, False
+    match = _ERROR_TYPE.match(reported)
+    return (RunError(match.group(1), match.group(2)) if match else RunError("Error", reported)), False
+
+
+def _split_param_assets(uploads: list[dict[str, Any]], source: Source) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     values: dict[str, Any] = {}
     rest = []
     for upload in uploads:
         meta = upload["metadata"]
-        if meta.get("loggerhub") == "param" and meta.get("key") and upload["member"] is not None:
-            values[meta["key"]] = json.loads(read_member(upload["archive"], upload["member"]))
+        if meta.get("loggerhub") == "param" and isinstance(meta.get("key"), str) and upload["member"] is not None:
+            try:
+                values[meta["key"]] = json.loads(source.zip_member(upload["archive"], upload["member"]))
+            except (ValueError, RecursionError) as error:
+                source.skip(upload["where"][0], upload["where"][1], f"parameter {meta['key'][:80]!r}: {_why(error)}")
         else:
             rest.append(upload)
     return values, rest
@@ -177,9 +447,10 @@ def _split_param_assets(uploads: list[dict[str, Any]]) -> tuple[dict[str, Any], 
 
 
 def _metric_items(metrics: dict[str, list[dict[str, Any]]], ours: bool, started: float,
-                  builder: Any) -> list[_Item]:
+                  builder: RunBuilder, source: Source) -> list[Pending]:
     """Points of one time, step and epoch become one metrics record, as loggerhub logged them."""
     groups: dict[tuple[float, Any, Any], list[dict[str, float]]] = {}
+    places: dict[tuple[float, Any, Any], tuple[str, int]] = {}
     for name, points in metrics.items():
         if name in RESERVED:
             builder.unmapped(f"comet: SDK metric {name!r}", len(points))
@@ -190,8 +461,9 @@ def _metric_items(metrics: dict[str, list[dict[str, Any]]], ours: bool, started:
             continue
         key = from_tracker(name)
         for point in points:
-            slot = (_seconds(point["timestamp"]) or started, point["step"], point["epoch"])
+            slot = (point["timestamp"] or started, point["step"], point["epoch"])
             records = groups.setdefault(slot, [])
+            places.setdefault(slot, point["where"])
             # The same key twice in one millisecond and step is a second record, not an overwrite.
             target = next((values for values in records if key not in values), None)
             if target is None:
@@ -199,41 +471,43 @@ def _metric_items(metrics: dict[str, list[dict[str, Any]]], ours: bool, started:
                 records.append(target)
             target[key] = point["value"]
     items = []
-    for order, ((ts, step, epoch), records) in enumerate(groups.items()):
+    for order, (slot, records) in enumerate(groups.items()):
+        ts, step, epoch = slot
         for values in records:
-            items.append(_Item(ts, -1 if step is None else int(step), order, _metrics(values, epoch),
-                               auto_step=step is None, metrics=True))
+            items.append(Pending(ts, -1 if step is None else step, order, _metrics(values, epoch, source, places[slot]),
+                                 auto_step=step is None, metrics=True, where=places[slot]))
     return items
 
 
-def _metrics(values: dict[str, float], epoch: Any) -> Emit:
-    return lambda b, step, ts: b.metrics(values, step, ts, epoch=epoch)
+def _metrics(values: dict[str, float], epoch: int | None, source: Source, where: tuple[str, int]) -> Emit:
+    return lambda b, step, ts: write_metrics(b, values, step, ts, source, where, epoch=epoch)
 
 
 # --------------------------------------------------------------------------- uploads
 
 
-def _upload_items(uploads: list[dict[str, Any]], times: dict[tuple[str, str], float], tmp: Path,
-                  builder: Any, started: float) -> list[_Item]:
-    items: list[_Item] = []
+def _upload_items(uploads: list[dict[str, Any]], scratch: Path, builder: RunBuilder, started: float,
+                  source: Source) -> list[Pending]:
+    items: list[Pending] = []
     for index, group in enumerate(_group_files(uploads)):
         upload = group[0]
         if upload["member"] is None:
-            builder.unmapped(f"comet: {upload['upload_type']} upload without its file", len(group))
+            builder.unmapped(f"comet: {upload['upload_type'][:60]} upload without its file", len(group))
             continue
-        emit = _upload_emit(group, tmp / str(index), builder)
-        if emit is not None:
-            meta = upload["metadata"]
-            if meta.get("loggerhub") is None and set(meta) - {"annotations"}:
-                builder.unmapped("comet: user metadata of an upload (loggerhub records have none)")
-            if upload["epoch"] is not None or meta.get("epoch") is not None:
-                builder.unmapped(f"comet: epoch of a {upload['upload_type']} upload (loggerhub keeps "
-                                 "epochs on metrics)")
-            step = upload["step"]
-            ts = times.get((upload["archive"], upload["member"]), started)
-            # Ordered after the metrics of the same millisecond and step, as loggerhub logs them.
-            items.append(_Item(ts, -1 if step is None else int(step), (1 << 40) + index, emit,
-                               auto_step=step is None))
+        emit = _upload_emit(group, scratch / str(index), builder, source)
+        if emit is None:
+            continue
+        meta = upload["metadata"]
+        if meta.get("loggerhub") is None and set(meta) - {"annotations"}:
+            builder.unmapped("comet: user metadata of an upload (loggerhub records have none)")
+        if upload["epoch"] is not None or meta.get("epoch") is not None:
+            builder.unmapped(f"comet: epoch of a {upload['upload_type'][:60]} upload (loggerhub keeps "
+                             "epochs on metrics)")
+        step = upload["step"]
+        ts = upload["ts"] if upload["ts"] is not None else started
+        # Ordered after the metrics of the same millisecond and step, as loggerhub logs them.
+        items.append(Pending(ts, -1 if step is None else step, (1 << 40) + index, emit,
+                             auto_step=step is None, where=upload["where"]))
     return items
 
 
@@ -243,7 +517,7 @@ def _group_key(upload: dict[str, Any]) -> Any:
     if upload["upload_type"] not in ("asset", "model-element"):
         return None
     if meta.get("loggerhub") in ARTIFACT_ROLES:
-        return upload["upload_type"], json.dumps(meta, sort_keys=True)
+        return upload["upload_type"], json.dumps(meta, sort_keys=True, default=str)
     if upload["upload_type"] == "model-element":
         return upload["upload_type"], upload["group"]
     return None
@@ -263,40 +537,50 @@ def _group_files(uploads: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return groups
 
 
-def _upload_emit(group: list[dict[str, Any]], staging: Path, builder: Any) -> Emit | None:
+def _upload_emit(group: list[dict[str, Any]], staging: Path, builder: RunBuilder, source: Source) -> Emit | None:
+    """How to write one upload; its members are read when it is written, so that a bad one is
+    skipped and reported with its line, like any other item."""
     upload = group[0]
     kind = upload["upload_type"]
     meta = upload["metadata"]
     if kind == "visualization":
-        return _visual(upload, builder)
+        return _visual(upload, builder, source)
     if kind == "text-sample":
-        key = from_tracker(meta.get("key") or "text")
+        key = from_tracker(_text(meta.get("key")) or "text")
         text = upload.get("text", "")
         return lambda b, step, ts: b.text(key, text, step, ts)
     if kind == "confusion-matrix":
         return _confusion(upload)
     if kind == "asset" and meta.get("loggerhub") == "table":
-        return _table(upload)
+        return _table(upload, source)
     if kind in ("asset", "model-element"):
-        return _artifact(group, staging)
-    builder.unmapped(f"comet: {kind} upload (no loggerhub record for it)", len(group))
+        return _artifact(group, staging, source)
+    builder.unmapped(f"comet: {kind[:60]} upload (no loggerhub record for it)", len(group))
     return None
 
 
-def _visual(upload: dict[str, Any], builder: Any) -> Emit:
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _visual(upload: dict[str, Any], builder: RunBuilder, source: Source) -> Emit:
     meta = upload["metadata"]
-    key = from_tracker(meta.get("key") or upload["name"] or "image")
-    data = read_member(upload["archive"], upload["member"])
+    key = from_tracker(_text(meta.get("key")) or upload["name"] or "image")
     if meta.get("loggerhub") == "figure":
-        return lambda b, step, ts: b.figure(key, data, step, ts)
+        return lambda b, step, ts: b.figure(key, source.zip_member(upload["archive"], upload["member"]), step, ts)
     ours = meta.get("loggerhub") == "image"
-    boxes = [box for layer in meta.get("annotations") or [] for item in layer.get("data") or []
-             for box in _boxes(item, ours, builder)]
-    caption = meta.get("caption")
-    return lambda b, step, ts: b.image(key, data, step, ts, boxes=boxes, caption=caption)
+    caption = _text(meta.get("caption"))
+
+    def emit(b: Any, step: int, ts: float) -> None:
+        layers = meta.get("annotations") if isinstance(meta.get("annotations"), list) else []
+        boxes = [box for layer in layers for item in (layer.get("data") or [])
+                 for box in _boxes(item, ours, builder)]
+        b.image(key, source.zip_member(upload["archive"], upload["member"]), step, ts, boxes=boxes, caption=caption)
+
+    return emit
 
 
-def _boxes(item: dict[str, Any], ours: bool, builder: Any) -> list[Box]:
+def _boxes(item: dict[str, Any], ours: bool, builder: RunBuilder) -> list[Box]:
     """A Comet annotation's ``[x, y, width, height]`` boxes back to corners."""
     if item.get("points"):
         builder.unmapped("comet: polygon annotation (loggerhub keeps boxes)")
@@ -309,29 +593,35 @@ def _boxes(item: dict[str, Any], ours: bool, builder: Any) -> list[Box]:
 
 
 def _confusion(upload: dict[str, Any]) -> Emit:
-    content = upload.get("content") or {}
+    content = upload.get("content")
+    content = content if isinstance(content, dict) else {}
     matrix = content.get("matrix") or []
     labels = [str(label) for label in content.get("labels") or range(len(matrix))]
-    key = from_tracker(upload["metadata"].get("key") or content.get("title") or "confusion_matrix")
+    key = from_tracker(_text(upload["metadata"].get("key")) or _text(content.get("title")) or "confusion_matrix")
     return lambda b, step, ts: b.table(key, labels, matrix, step, ts, role=TableRole.CONFUSION_MATRIX)
 
 
-def _table(upload: dict[str, Any]) -> Emit:
+def _table(upload: dict[str, Any], source: Source) -> Emit:
     """The backend's CSV table; cells come back as the text CSV holds."""
-    text = read_member(upload["archive"], upload["member"]).decode("utf-8")
-    rows = list(csv.reader(io.StringIO(text)))
-    columns, body = (rows[0], rows[1:]) if rows else ([], [])
-    key = from_tracker(upload["metadata"].get("key") or upload["name"])
-    return lambda b, step, ts: b.table(key, columns, body, step, ts)
+    key = from_tracker(_text(upload["metadata"].get("key")) or upload["name"] or "table")
+
+    def emit(b: Any, step: int, ts: float) -> None:
+        text = source.zip_member(upload["archive"], upload["member"]).decode("utf-8")
+        rows = list(csv.reader(io.StringIO(text)))
+        columns, body = (rows[0], rows[1:]) if rows else ([], [])
+        b.table(key, columns, body, step, ts)
+
+    return emit
 
 
-def _artifact(group: list[dict[str, Any]], staging: Path) -> Emit:
-    """A file, or a directory rebuilt from its uploads, staged under its own name."""
+def _artifact(group: list[dict[str, Any]], staging: Path, source: Source) -> Emit:
+    """A file, or a directory rebuilt from its uploads, extracted under the run's scratch folder:
+    every path is built from names checked to stay below it."""
     upload = group[0]
     meta = upload["metadata"]
     model = upload["upload_type"] == "model-element"
     role = meta.get("loggerhub") if meta.get("loggerhub") in ARTIFACT_ROLES else None
-    if role is not None and meta.get("name"):
+    if role is not None and _text(meta.get("name")):
         tracker_name = meta["name"]
         name = from_tracker(tracker_name)
         # log_model names a file by its base name; log_asset by the whole name.
@@ -342,36 +632,20 @@ def _artifact(group: list[dict[str, Any]], staging: Path) -> Emit:
     elif model:
         name, single, prefix = upload["group"] or "model", False, ""
     else:
-        name, single, prefix = upload["name"], True, ""
-    target = staging / PurePosixPath(name).name
-    if single:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(read_member(upload["archive"], upload["member"]))
-    else:
-        for part in group:
-            relative = part["name"][len(prefix):] if prefix and part["name"].startswith(prefix) else part["name"]
-            path = target.joinpath(*PurePosixPath(relative).parts)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(read_member(part["archive"], part["member"]))
+        name, single, prefix = upload["name"] or "asset", True, ""
+    target = staging / safe_name(PurePosixPath(str(name)).name, fallback="artifact")
     kind = ARTIFACT_ROLES[role] if role is not None else ArtifactKind.MODEL if model else ArtifactKind.FILE
     checkpoint = role == "checkpoint"
-    return lambda b, step, ts: b.artifact(target, name, ts, kind=kind, step=step, checkpoint=checkpoint)
 
+    def emit(b: Any, step: int, ts: float) -> None:
+        if single:
+            source.extract(upload["archive"], upload["member"], target)
+        else:
+            for part in group:
+                relative = str(part["name"] or "")
+                relative = relative[len(prefix):] if prefix and relative.startswith(prefix) else relative
+                path = contained(target, contained_member(relative))
+                source.extract(part["archive"], part["member"], path)
+        b.artifact(target, name, ts, kind=kind, step=step, checkpoint=checkpoint)
 
-# --------------------------------------------------------------------------- writing
-
-
-def _write(items: list[_Item], builder: Any) -> None:
-    """Write the items in order. Without a step, loggerhub's own rule applies: metrics take one
-    more than the highest step so far, anything else the highest so far."""
-    highest = -1
-    for item in items:
-        step = item.step
-        if item.auto_step:
-            step = highest + 1 if item.metrics else max(highest, 0)
-        try:
-            item.emit(builder, step, item.ts)
-        except (ValueError, OSError) as error:  # loggerhub refuses it (bad key, unreadable image)
-            builder.unmapped(f"comet: record loggerhub refuses: {type(error).__name__}: {str(error)[:100]}")
-            continue
-        highest = max(highest, step)
+    return emit

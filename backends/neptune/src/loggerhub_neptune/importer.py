@@ -10,7 +10,13 @@ side. ``PATH`` is one of:
 * a folder of Parquet files written by ``neptune-exporter export`` (its ``--data-path``), or one
   such file. The exporter's files (``--files-path``) are looked up in ``files_dir`` when given,
   else in ``<PATH>/../files``, ``<PATH>/files`` and ``PATH``: the exporter's default layout is
-  ``exports/data`` beside ``exports/files``.
+  ``exports/data`` beside ``exports/files``, and that pair is the export being imported.
+
+Input is hostile: files are read only inside the folder being imported (the export, for
+Parquet; symlinks resolved first). The Neptune client keeps an uploaded file as the path it had
+on the logging machine, outside its ``.neptune`` folder: such files need ``--allow-read DIR``
+(reported), or ``files_dir`` for an export. Unreadable lines, operations and rows are skipped and
+reported with their file and line (row).
 
 Both are first turned into the field dicts of :mod:`loggerhub_neptune.offline`
 (``read_container``), so one mapping serves both. A run written by loggerhub's own Neptune backend
@@ -31,22 +37,32 @@ import math
 import os
 import re
 import shutil
-import tempfile
-import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from loggerhub_hookspecs import ArtifactKind, Box, Status, TableRole
+from loggerhub_hookspecs import ArtifactKind, Box, RunError, Status, TableRole
+from loggerhub_hookspecs.importers import (
+    BuilderFactory,
+    Importer,
+    Limits,
+    Option,
+    OutsideSource,
+    Pending,
+    RunBuilder,
+    Source,
+    TooLarge,
+    contained_member,
+    safe_name,
+    write_in_order,
+    write_metrics,
+)
 from loggerhub_neptune import offline
 from loggerhub_neptune.keys import RESERVED_ROOTS, from_segment_path, from_tracker, to_tracker
 
-if TYPE_CHECKING:
-    from loggerhub.importing import BuilderFactory, RunBuilder
-
-__all__ = ["import_runs"]
+__all__ = ["NeptuneImporter", "import_runs"]
 
 SOURCE = "neptune"
 OWN = "loggerhub"
@@ -55,7 +71,10 @@ IMAGE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "gif", "bmp", "webp", "tif",
 USED_SYS = frozenset({"sys/name", "sys/tags", "sys/failed", "sys/id", "sys/custom_run_id",
                       "sys/description", "sys/creation_time", "sys/modification_time"})
 #: ``loggerhub/*`` bookkeeping of the backend, read for the run itself.
-USED_OWN = frozenset({"loggerhub/run_id", "loggerhub/project", "loggerhub/part", "loggerhub/status"})
+USED_OWN = frozenset({"loggerhub/run_id", "loggerhub/project", "loggerhub/part", "loggerhub/status",
+                      "loggerhub/ended_at", "loggerhub/error/type", "loggerhub/error/message"})
+#: Where the backend (like Neptune's client) keeps the traceback of a run that failed.
+TRACEBACK = "monitoring/traceback"
 BOXES, NONFINITE, LONG_TEXTS, FIGURES = (f"{OWN}/boxes/", f"{OWN}/nonfinite/", f"{OWN}/long_texts/",
                                          f"{OWN}/figures")
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -65,22 +84,46 @@ _NUMBER = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 _ATOMS = ("float", "int", "bool", "string", "datetime")
 
 
-def import_runs(location: str, factory: BuilderFactory, *, files_dir: str | None = None) -> None:
-    """Import every Neptune run found at ``location`` (see the module docstring)."""
-    path = Path(location).expanduser().absolute()
-    if not path.exists():
-        raise FileNotFoundError(f"no such file or folder: {path}")
-    containers = [] if path.is_file() else _offline_containers(path)
-    if containers:
-        runs = _offline_runs(containers)
-    else:
-        runs = _parquet_runs(path, [path] if path.is_file() else sorted(path.rglob("*.parquet")), files_dir)
-    found = False
-    for run in runs:
-        found = True
-        _import_run(run, factory)
-    if not found:
-        raise LookupError(f"no Neptune offline runs or neptune-exporter Parquet files under {path}")
+class NeptuneImporter(Importer):
+    name = SOURCE
+    location_help = "a Neptune offline folder (.neptune, a container) or a neptune-exporter Parquet export"
+    options = (Option("files_dir", "the exporter's --files-path, when not beside the Parquet data (allowed "
+                                   "to be read, and reported)", "DIR"),)
+
+    def source(self, location: str, limits: Limits, allow: Sequence[Path], options: Mapping[str, Any]) -> Source:
+        """The folder being imported: PATH; for an exporter's ``data`` folder (or a file in it)
+        beside its ``files`` folder, the export that holds both."""
+        source = super().source(location, limits, allow, options)
+        assert source.root is not None
+        folder = source.root
+        if not (folder / "files").is_dir() and (folder.parent / "files").is_dir() and not _offline_containers(
+                folder, None):
+            source.root = folder.parent
+        if options.get("files_dir"):
+            source.allow += (Path(options["files_dir"]).expanduser().absolute(),)
+        return source
+
+    def read(self, source: Source, builder_factory: BuilderFactory, options: Mapping[str, Any]) -> None:
+        """Import every Neptune run found at the location (see the module docstring)."""
+        path = Path(source.location).expanduser().absolute()
+        if not path.exists():
+            raise FileNotFoundError(f"no such file or folder: {path}")
+        containers = [] if path.is_file() else _offline_containers(path, source)
+        if containers:
+            runs = _offline_runs(containers, source)
+        else:
+            files = [path] if path.is_file() else sorted(p for p in path.rglob("*.parquet") if p.is_file())
+            runs = _parquet_runs(path, files, options.get("files_dir"), source)
+        found = False
+        for run in runs:
+            found = True
+            _import_run(run, builder_factory, source)
+        if not found:
+            raise LookupError(f"no Neptune offline runs or neptune-exporter Parquet files under {path}")
+
+
+#: ``loggerhub.importers`` entry point.
+import_runs = NeptuneImporter()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,6 +141,8 @@ class Part:
     first: float | None = None
     last: float | None = None
     project: str | None = None
+    #: Field path -> the log file and line of its first operation, for reports.
+    where: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str | None:
@@ -106,57 +151,156 @@ class Part:
         return value if isinstance(value, str) and value else None
 
 
-def _offline_containers(path: Path) -> list[Path]:
+def _offline_containers(path: Path, source: Source | None) -> list[Path]:
     if (path / "metadata.json").is_file():
         return [path]
-    found = offline.find_containers(path)
+    found = _containers(path)
     if not found and path.name == offline.OFFLINE_DIRECTORY:
-        found = offline.find_containers(path.parent)
-    if not found:
-        found = [c for data in sorted(path.rglob(offline.DATA_DIRECTORY)) for c in offline.find_containers(data)]
+        found = _containers(path.parent)
+    if not found and source is not None:
+        found = [c for data in sorted(path.rglob(offline.DATA_DIRECTORY)) if not data.is_symlink()
+                 for c in _containers(data)]
     return found
 
 
-def _offline_runs(containers: list[Path]) -> Iterator[list[Part]]:
+def _containers(data_dir: Path) -> list[Path]:
+    """``offline.find_containers``, for any ``metadata.json``: oldest first, by its text."""
+    root = offline.offline_root(data_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and (p / "metadata.json").is_file()]
+    return sorted(found, key=lambda p: (str(_json_file(p / "metadata.json").get("createdAt", "")), p.name))
+
+
+def _offline_runs(containers: list[Path], source: Source) -> Iterator[list[Part]]:
     """Containers grouped into runs: the parts of one loggerhub run become one run."""
     groups: dict[str, list[tuple[int, Part]]] = {}
     for order, container in enumerate(containers):
         meta = _json_file(container / "metadata.json")
         if meta.get("containerType", "run") != "run":
-            warnings.warn(f"neptune import: {container} holds a {meta['containerType']}, not a run; "
-                          "it was not imported", stacklevel=3)
+            source.skip(container / "metadata.json", None,
+                        f"holds a {str(meta['containerType'])[:40]}, not a run; it was not imported")
             continue
-        part, run_id, number = _scan(container)
+        part, run_id, number = _scan(container, source)
         key = f"loggerhub:{run_id}" if run_id else f"container:{container}"
         groups.setdefault(key, []).append((number if run_id else order, part))
     for members in groups.values():
         parts = [part for _, part in sorted(members, key=lambda member: member[0])]
         for part in parts:  # read one run at a time: image series are held in memory
-            read = offline.read_container(part.id)
-            part.id, part.fields = read["container_id"], read["fields"]
+            folder = Path(part.id)
+            fields: dict[str, dict[str, Any]] = {}
+            for op, where in _operations(folder, source, report=False):
+                try:
+                    offline._apply(fields, op, folder)
+                except (ValueError, TypeError, KeyError, AttributeError) as error:
+                    source.skip(*where, f"an operation this reader cannot apply: {type(error).__name__}")
+            name = folder.name.split("__")
+            part.id, part.fields = (name[1] if len(name) > 1 else folder.name), fields
         yield parts
 
 
-def _scan(container: Path) -> tuple[Part, str | None, int]:
+def _scan(container: Path, source: Source) -> tuple[Part, str | None, int]:
     """A container's field times, and its loggerhub run id and part number when it has them."""
     # Until the container is read, the part's id is the folder to read.
     part = Part(id=str(container), fields={}, first=_iso_seconds(
         _json_file(container / "metadata.json").get("createdAt")))
     run_id, number = None, 0
-    for op in offline.read_operations(container):
+    for op, where in _operations(container, source, report=True):
+        part.where.setdefault("/".join(op["path"]), where)
         at = op.get("at")
-        if isinstance(at, (int, float)):
+        if isinstance(at, (int, float)) and not isinstance(at, bool) and math.isfinite(at):
             part.times["/".join(op["path"])] = at
             part.first = at if part.first is None else min(part.first, at)
             part.last = at if part.last is None else max(part.last, at)
-        if op["path"] == [OWN, "run_id"] and op["type"] == "AssignString":
+        if op["path"] == [OWN, "run_id"] and op["type"] == "AssignString" and isinstance(op.get("value"), str):
             run_id = op["value"]
-        elif op["path"] == [OWN, "part"] and op["type"] == "AssignInt":
+        elif op["path"] == [OWN, "part"] and op["type"] == "AssignInt" and type(op.get("value")) is int:
             number = op["value"]
     return part, run_id, number
 
 
-def _parquet_runs(path: Path, files: list[Path], files_dir: str | None) -> Iterator[list[Part]]:
+def _operations(container: Path, source: Source, *, report: bool) -> Iterator[tuple[dict[str, Any], tuple[str, int]]]:
+    """The container's operations, each checked, with its file and line (``offline.read_operations``
+    for hostile input). A line that does not parse, torn or not, is skipped, and reported once
+    (by the first pass, ``report``)."""
+    logs = []
+    for log in container.glob("data-*.log"):
+        number = log.stem.split("-")[-1]
+        if number.isdigit() and log.is_file():
+            logs.append((int(number), log))
+    for _, log in sorted(logs):
+        where = f"{container.name}/{log.name}"
+        checked = source.lines(source.contained(log)) if report else _quiet_lines(log, source)
+        for line_number, line in checked:
+            try:
+                op = _operation(line)
+            except (ValueError, TypeError, KeyError, RecursionError) as error:
+                if report:
+                    source.skip(where, line_number, error if isinstance(error, ValueError) else
+                                f"{type(error).__name__}: {error}")
+                continue
+            yield op, (where, line_number)
+
+
+def _quiet_lines(log: Path, source: Source) -> Iterator[tuple[int, bytes]]:
+    from loggerhub_hookspecs.importers import lines_capped
+
+    with source.contained(log).open("rb") as handle:
+        for number, line in lines_capped(handle, source.limits.item_bytes):
+            if line is not None:
+                yield number, line
+
+
+def _operation(line: bytes) -> dict[str, Any]:
+    """One line of a log as an operation, or ValueError saying what is wrong with it (never
+    quoting values: a line may hold a secret)."""
+    if not line.strip():
+        raise ValueError("an empty line")
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        raise ValueError("a line that is not JSON (torn, or not written by the client)") from None
+    if not isinstance(entry, dict) or not isinstance(entry.get("obj"), dict):
+        raise ValueError("a line that is not an operation object")
+    op = entry["obj"]
+    path = op.get("path")
+    if not isinstance(op.get("type"), str) or not isinstance(path, list) or not path \
+            or not all(isinstance(p, str) and p for p in path):
+        raise ValueError("an operation without a type and a path of names")
+    kind = op["type"]
+    if kind in ("LogFloats", "LogStrings", "LogImages"):
+        values = op.get("values")
+        if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
+            raise ValueError(f"a {kind} operation without its list of values")
+        for value in values:
+            for name in ("step", "ts"):
+                number = value.get(name)
+                if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))
+                                           or not math.isfinite(number)):
+                    raise ValueError(f"a {kind} value whose {name} is not a number")
+            if kind == "LogFloats" and value.get("value") is not None and (
+                    isinstance(value["value"], bool) or not isinstance(value["value"], (int, float))):
+                raise ValueError(f"{'/'.join(path)[:120]}: a value that is not a number")
+            if kind == "LogStrings" and value.get("value") is not None and not isinstance(value["value"], str):
+                raise ValueError(f"{'/'.join(path)[:120]}: a value that is not text")
+    for name in ("file_path", "tmp_file_name", "ext", "file_content"):
+        if op.get(name) is not None and not isinstance(op[name], str):
+            raise ValueError(f"an {kind} operation whose {name} is not text")
+    if kind == "UploadFileSet" and not (isinstance(op.get("file_globs"), list)
+                                        and all(isinstance(g, str) for g in op["file_globs"])):
+        raise ValueError("an UploadFileSet operation without its list of globs")
+    if kind in ("AddStrings", "RemoveStrings") and not (isinstance(op.get("values"), list)
+                                                          and all(isinstance(v, str) for v in op["values"])):
+        raise ValueError(f"a {kind} operation without its list of texts")
+    if kind in ("AssignFloat", "AssignInt") and (isinstance(op.get("value"), bool)
+                                                 or not isinstance(op.get("value"), (int, float))):
+        raise ValueError(f"an {kind} operation whose value is not a number")
+    at = entry.get("at")
+    return {**op, "version": entry.get("version"),
+            "at": at if isinstance(at, (int, float)) and not isinstance(at, bool) else None}
+
+
+def _parquet_runs(path: Path, files: list[Path], files_dir: str | None, source: Source) -> Iterator[list[Part]]:
     """Runs of a neptune-exporter export, read one run at a time."""
     try:
         import pyarrow as pa
@@ -165,73 +309,86 @@ def _parquet_runs(path: Path, files: list[Path], files_dir: str | None) -> Itera
     except ImportError:
         raise ImportError("reading Neptune Parquet exports needs pyarrow: "
                           "pip install 'loggerhub-neptune[parquet]'") from None
-    files = [f for f in files if f.is_file()]
     roots = [Path(files_dir).expanduser().absolute()] if files_dir else [
         (path if path.is_dir() else path.parent).parent / "files",
         (path if path.is_dir() else path.parent) / "files",
         path if path.is_dir() else path.parent]
     where: dict[tuple[str, str], list[Path]] = {}
     identity: dict[tuple[str, str], dict[str, Any]] = {}
+    readable = []
     for file in files:
-        table = pq.read_table(file, columns=["project_id", "run_id", "attribute_path", "string_value",
-                                             "int_value"])
-        for row in table.group_by(["project_id", "run_id"]).aggregate([]).to_pylist():
-            where.setdefault((row["project_id"], row["run_id"]), []).append(file)
-        marks = table.filter(pc.is_in(table["attribute_path"], pa.array([f"{OWN}/run_id", f"{OWN}/part"])))
-        for row in marks.to_pylist():
-            own = identity.setdefault((row["project_id"], row["run_id"]), {})
-            if row["attribute_path"] == f"{OWN}/run_id":
-                own["run_id"] = row["string_value"]
+        try:
+            source.contained(file)
+            _check_parquet_size(pq.ParquetFile(file), source.limits)
+            table = pq.read_table(file, columns=["project_id", "run_id", "attribute_path", "string_value",
+                                                 "int_value"])
+            groups = table.group_by(["project_id", "run_id"]).aggregate([]).to_pylist()
+            marks = table.filter(pc.is_in(table["attribute_path"], pa.array([f"{OWN}/run_id", f"{OWN}/part"])))
+            marks_rows = marks.to_pylist()
+        except (OSError, ValueError, TypeError, KeyError, pa.ArrowException) as error:
+            source.skip(file, None, f"not a readable neptune-exporter Parquet file: {type(error).__name__}")
+            continue
+        readable.append(file)
+        for row in groups:
+            if isinstance(row["project_id"], str) and isinstance(row["run_id"], str):
+                where.setdefault((row["project_id"], row["run_id"]), []).append(file)
             else:
+                source.skip(file, None, "rows without a project_id and run_id of text")
+        for row in marks_rows:
+            own = identity.setdefault((row["project_id"], row["run_id"]), {})
+            if row["attribute_path"] == f"{OWN}/run_id" and isinstance(row["string_value"], str):
+                own["run_id"] = row["string_value"]
+            elif isinstance(row["int_value"], int):
                 own["part"] = row["int_value"]
-    groups: dict[str, list[tuple[int, tuple[str, str]]]] = {}
+    groups_by_run: dict[str, list[tuple[int, tuple[str, str]]]] = {}
     for order, run in enumerate(sorted(where)):
         own = identity.get(run, {})
         key = f"loggerhub:{own['run_id']}" if own.get("run_id") else f"export:{run}"
-        groups.setdefault(key, []).append((own.get("part") or order, run))
-    for members in groups.values():
+        groups_by_run.setdefault(key, []).append((own.get("part") or order, run))
+    for members in groups_by_run.values():
         parts = []
         for _, (project, run_id) in sorted(members):
-            rows = []
+            rows: list[tuple[Path, int, dict[str, Any]]] = []
             for file in where[(project, run_id)]:
-                table = pq.read_table(file, filters=[("project_id", "=", project), ("run_id", "=", run_id)])
-                rows.extend(table.to_pylist())
-            parts.append(_parquet_part(project, run_id, rows, roots))
+                try:
+                    table = pq.read_table(file, filters=[("project_id", "=", project), ("run_id", "=", run_id)])
+                    rows.extend((file, index, row) for index, row in enumerate(table.to_pylist()))
+                except (OSError, ValueError, TypeError, KeyError, pa.ArrowException) as error:
+                    source.skip(file, None, f"unreadable rows of run {run_id[:80]!r}: {type(error).__name__}")
+            parts.append(_parquet_part(project, run_id, rows, roots, source))
         yield parts
 
 
-def _parquet_part(project: str, run_id: str, rows: list[dict[str, Any]], roots: list[Path]) -> Part:
+def _check_parquet_size(file: Any, limits: Limits) -> None:
+    """A Parquet file is read whole: what it inflates to is capped like any file."""
+    meta = file.metadata
+    inflated = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if inflated > limits.file_bytes:
+        raise TooLarge(f"a Parquet file that inflates to {inflated} bytes (--limit file_bytes=SIZE)")
+
+
+def _parquet_part(project: str, run_id: str, rows: list[tuple[Path, int, dict[str, Any]]], roots: list[Path],
+                  source: Source) -> Part:
     fields: dict[str, dict[str, Any]] = {}
     first = last = None
-    for row in rows:
-        path, kind = row["attribute_path"], row["attribute_type"]
-        ts = row["timestamp"].timestamp() if row["timestamp"] is not None else None
+    for file, index, row in rows:
+        try:
+            path, kind = row.get("attribute_path"), row.get("attribute_type")
+            if not isinstance(path, str) or not path or not isinstance(kind, str):
+                raise ValueError("a row without an attribute_path and attribute_type of text")
+            stamp = row.get("timestamp")
+            if stamp is not None and not isinstance(stamp, dt.datetime):
+                raise ValueError("a timestamp that is not a time")
+            ts = stamp.timestamp() if stamp is not None else None
+            step = _decimal_step(row.get("step"))
+            _parquet_field(fields, path, kind, row, step, ts, roots, source)
+        except (ValueError, TypeError, KeyError, OverflowError, AttributeError) as error:
+            reason = error if isinstance(error, ValueError) else type(error).__name__
+            source.skip(file, index + 1, f"row {index + 1}: {reason}")
+            continue
         if ts is not None:
             first = ts if first is None else min(first, ts)
             last = ts if last is None else max(last, ts)
-        step = _decimal_step(row["step"])
-        if kind in _ATOMS:
-            value = row[f"{kind}_value"]
-            if kind == "datetime" and value is not None:
-                value = round(value.timestamp() * 1000)  # milliseconds, as offline operations hold it
-            fields[path] = {"type": kind, "value": value}
-        elif kind == "string_set":
-            fields[path] = {"type": "string_set", "values": sorted(row["string_set_value"] or [])}
-        elif kind in ("float_series", "string_series"):
-            value = row["float_value" if kind == "float_series" else "string_value"]
-            fields.setdefault(path, {"type": kind, "values": []})["values"].append(
-                {"step": step, "ts": ts, "value": value})
-        elif kind == "file_series":
-            fields.setdefault(path, {"type": "file_series", "values": []})["values"].append(
-                {"step": step, "ts": ts, "path": _export_file(row, roots)})
-        elif kind == "file":
-            file = _export_file(row, roots)
-            fields[path] = {"type": "file", "ext": Path(file).suffix.lstrip("."), "path": file}
-        elif kind == "file_set":
-            folder = _export_file(row, roots)
-            fields[path] = {"type": "file_set", "globs": [glob.escape(folder)], "dir": folder}
-        else:  # histogram_series, artifact, and types newer than this reader
-            fields[path] = {"type": kind}
     for series in fields.values():
         if "values" in series and series["type"] != "string_set":
             series["values"].sort(key=lambda v: (v["step"] is None, v["step"] or 0))
@@ -244,18 +401,55 @@ def _parquet_part(project: str, run_id: str, rows: list[dict[str, Any]], roots: 
     return Part(id=f"{project}/{run_id}", fields=fields, first=first, last=last, project=project)
 
 
-def _export_file(row: dict[str, Any], roots: list[Path]) -> str:
-    relative = (row.get("file_value") or {}).get("path") or ""
+def _parquet_field(fields: dict[str, dict[str, Any]], path: str, kind: str, row: dict[str, Any],
+                   step: int | float | None, ts: float | None, roots: list[Path], source: Source) -> None:
+    if kind in _ATOMS:
+        value = row.get(f"{kind}_value")
+        if kind == "datetime" and value is not None:
+            value = round(value.timestamp() * 1000)  # milliseconds, as offline operations hold it
+        fields[path] = {"type": kind, "value": value}
+    elif kind == "string_set":
+        fields[path] = {"type": "string_set", "values": sorted(str(v) for v in row.get("string_set_value") or [])}
+    elif kind in ("float_series", "string_series"):
+        value = row.get("float_value" if kind == "float_series" else "string_value")
+        if kind == "float_series" and value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"{path[:120]}: a value that is not a number")
+        fields.setdefault(path, {"type": kind, "values": []})["values"].append(
+            {"step": step, "ts": ts, "value": value})
+    elif kind == "file_series":
+        fields.setdefault(path, {"type": "file_series", "values": []})["values"].append(
+            {"step": step, "ts": ts, "path": _export_file(row, roots, source)})
+    elif kind == "file":
+        file = _export_file(row, roots, source)
+        fields[path] = {"type": "file", "ext": Path(file).suffix.lstrip("."), "path": file}
+    elif kind == "file_set":
+        fields[path] = {"type": "file_set", "globs": [], "dir": _export_file(row, roots, source)}
+    else:  # histogram_series, artifact, and types newer than this reader
+        fields[path] = {"type": kind}
+
+
+def _export_file(row: dict[str, Any], roots: list[Path], source: Source) -> str:
+    """The exporter's file for a row, inside the export (or ``files_dir``)."""
+    value = row.get("file_value")
+    relative = value.get("path") if isinstance(value, dict) else None
+    if not isinstance(relative, str) or not relative:
+        raise ValueError("a file row without the file's path")
+    relative = contained_member(relative)  # relative, without "..": the exporter writes no other
     for root in roots:
-        if relative and (root / relative).exists():
+        if (root / relative).exists():
             return str(root / relative)
     return str(roots[0] / relative)  # missing: reported when the file is imported
 
 
-def _decimal_step(step: Decimal | None) -> int | float | None:
+def _decimal_step(step: Any) -> int | float | None:
     if step is None:
         return None
-    return int(step) if step == step.to_integral_value() else float(step)
+    if isinstance(step, bool) or not isinstance(step, (Decimal, int, float)) or not math.isfinite(step):
+        raise ValueError("a step that is not a number")
+    if isinstance(step, Decimal):
+        return int(step) if step == step.to_integral_value() else float(step)
+    return int(step) if float(step).is_integer() else float(step)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,6 +463,7 @@ class _Record:
     order: int
     emit: Callable[[RunBuilder], None] = field(compare=False)
     what: str = field(compare=False)
+    where: tuple[str, int | None] = field(compare=False, default=("", None))
 
 
 @dataclass
@@ -285,40 +480,46 @@ class _Plan:
     unmapped: list[str] = field(default_factory=list)
     started_at: float = 0.0
     ended_at: float = 0.0
+    error: RunError | None = None
 
 
-def _import_run(parts: list[Part], factory: BuilderFactory) -> None:
+def _import_run(parts: list[Part], factory: BuilderFactory, source: Source) -> None:
     merged = offline.merge_parts([{"fields": p.fields} for p in parts])
     times: dict[str, float] = {}
     for part in parts:
         times.update(part.times)
-    with tempfile.TemporaryDirectory(prefix="loggerhub-neptune-") as scratch:
-        plan = _Mapper(parts, merged, times, Path(scratch)).plan()
-        builder = factory(source_id=plan.source_id, name=plan.name, started_at=plan.started_at,
-                          config=plan.config, tags=plan.tags, source_project=plan.project)
-        if builder is None:
-            return
-        # The builder copies artifacts when it is closed: the scratch folder must outlive it.
-        with builder:
-            for reason in plan.unmapped:
-                builder.unmapped(reason)
-            for record in sorted(plan.records):
-                try:
-                    record.emit(builder)
-                except (ValueError, TypeError, OSError) as error:
-                    builder.unmapped(f"{record.what}: {type(error).__name__}: {str(error)[:100]}")
-            builder.end(plan.status, plan.ended_at)
+    mapper = _Mapper(parts, merged, times, source)
+    plan = mapper.plan()
+    builder = factory(source_id=plan.source_id, name=plan.name, started_at=plan.started_at,
+                      config=plan.config, tags=plan.tags, source_project=plan.project)
+    if builder is None:
+        return
+    mapper.scratch = builder.scratch
+    with builder:
+        for reason in plan.unmapped:
+            builder.unmapped(reason)
+        items = [Pending(record.ts, record.step, record.order, _emit(record), where=record.where)
+                 for record in plan.records]
+        write_in_order(items, builder, source)
+        builder.end(plan.status, plan.ended_at, plan.error)
+
+
+def _emit(record: _Record) -> Callable[[RunBuilder, int, float], None]:
+    return lambda builder, step, ts: record.emit(builder)
 
 
 class _Mapper:
     """Turns a run's merged fields into a :class:`_Plan`."""
 
     def __init__(self, parts: list[Part], fields: dict[str, dict[str, Any]], times: dict[str, float],
-                 scratch: Path) -> None:
+                 source: Source) -> None:
         self.parts = parts
         self.fields = fields
         self.times = times
-        self.scratch = scratch
+        self.source = source
+        self.where = {path: where for part in reversed(parts) for path, where in part.where.items()}
+        #: The builder's scratch folder, once there is a builder (files are written into it).
+        self.scratch: Path | None = None
         self.own = parts[0].run_id is not None
         self.records: list[_Record] = []
         self.unmapped: list[str] = []
@@ -339,8 +540,10 @@ class _Mapper:
         for path, item in sorted(self.fields.items()):
             try:
                 self._field(path, item)
-            except (ValueError, TypeError, KeyError) as error:
-                self.unmapped.append(f"{path}: {type(error).__name__}: {str(error)[:100]}")
+            except (ValueError, TypeError, KeyError, AttributeError) as error:
+                # The type only: the message may quote a value, and a value may be a secret.
+                file, line = self.where.get(path, (path, 0))
+                self.source.skip(file, line or None, f"{path[:120]}: {type(error).__name__}")
         self._metrics()
         for key, step in self.long_texts:
             self.unmapped.append(f"long text without its string series entry: {key} step {step}")
@@ -349,9 +552,25 @@ class _Mapper:
         times = [r.ts for r in self.records] + [t for t in (self.first, self.last) if t is not None]
         started = min(times, default=0.0)
         ended = max(times, default=started)
+        stamped = self._atom(f"{OWN}/ended_at") if self.own else None
+        if isinstance(stamped, int) and not isinstance(stamped, bool):
+            # The journal's end, where the client's operation times are the delivery's: later,
+            # by as much as the delivery ran behind the training loop.
+            ended = stamped / 1000
         return _Plan(name=self._name(), source_id=self._source_id(), project=self._project(),
                      config=self.config, tags=self._tags(), status=self._status(),
-                     records=self.records, unmapped=self.unmapped, started_at=started, ended_at=ended)
+                     records=self.records, unmapped=self.unmapped, started_at=started, ended_at=ended,
+                     error=self._error())
+
+    def _error(self) -> RunError | None:
+        """Why a run the backend wrote failed: its ``loggerhub/error/*`` fields, and the
+        traceback it wrote below its header line in ``monitoring/traceback``, one line per
+        value (blank lines are not kept)."""
+        kind, message = self._atom(f"{OWN}/error/type"), self._atom(f"{OWN}/error/message")
+        if not self.own or not isinstance(kind, str) or not isinstance(message, str):
+            return None
+        lines = [str(v.get("value")) for v in self.fields.get(TRACEBACK, {}).get("values", [])]
+        return RunError(kind, message, "".join(line + "\n" for line in lines[1:]))
 
     def _atom(self, path: str) -> Any:
         return self.fields.get(path, {}).get("value")
@@ -401,6 +620,8 @@ class _Mapper:
 
     def _field(self, path: str, item: dict[str, Any]) -> None:
         root = path.split("/", 1)[0]
+        if self.own and path == TRACEBACK and self._error() is not None:
+            return  # the run's error, with its end
         if root == "sys":
             if path not in USED_SYS:
                 self.unmapped.append(f"Neptune system field {path}")
@@ -468,8 +689,9 @@ class _Mapper:
         """When an atom or a file was written: its operation's time, else the run's end."""
         return self.times.get(path, self.last if self.last is not None else self.first or 0.0)
 
-    def _add(self, ts: float, step: int, what: str, emit: Callable[[RunBuilder], None]) -> None:
-        self.records.append(_Record(ts, step, len(self.records), emit, what))
+    def _add(self, ts: float, step: int, what: str, emit: Callable[[RunBuilder], None], path: str) -> None:
+        where = self.where.get(path, (path, None))
+        self.records.append(_Record(ts, step, len(self.records), emit, what, where))
 
     def _steps(self, path: str, values: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
         """Values with integer steps; a missing step follows the one before, as the server numbers it."""
@@ -504,6 +726,7 @@ class _Mapper:
 
     def _metrics(self) -> None:
         groups: dict[tuple[float, int], list[dict[str, float]]] = {}
+        paths: dict[tuple[float, int], str] = {}
         for key, path, points in self.series:
             if not self._claim("metric", key, path):
                 continue
@@ -511,6 +734,7 @@ class _Mapper:
                 at = ts if ts is not None else self._ts(path)
                 # Points logged together share step and time: they become one record again.
                 batch = groups.setdefault((at, step), [])
+                paths.setdefault((at, step), path)
                 target = next((b for b in batch if key not in b), None)
                 if target is None:
                     target = {}
@@ -518,7 +742,9 @@ class _Mapper:
                 target[key] = value
         for (ts, step), batch in groups.items():
             for values in batch:
-                self._add(ts, step, f"metrics at step {step}", functools.partial(_metrics, values, step, ts))
+                self._add(ts, step, f"metrics at step {step}",
+                          functools.partial(_metrics, values, step, ts, self.source, self.where.get(
+                              paths[(ts, step)], (paths[(ts, step)], None))), paths[(ts, step)])
 
     # -- texts -----------------------------------------------------------------------------------
 
@@ -530,7 +756,7 @@ class _Mapper:
             if text is None:
                 text = str(value["value"])
             ts = value["ts"] if value["ts"] is not None else self._ts(path)
-            self._add(ts, step, f"text {path}", functools.partial(_text, key, text, step, ts))
+            self._add(ts, step, f"text {path}", functools.partial(_text, key, text, step, ts), path)
 
     def _long_texts(self) -> dict[tuple[str, int], str]:
         """The whole of each text longer than a string series value holds, by key and step."""
@@ -568,10 +794,10 @@ class _Mapper:
             ts = value["ts"] if value["ts"] is not None else self._ts(path)
             caption = value.get("name") or value.get("description") or None
             if figure:
-                self._add(ts, step, f"figure {path}", functools.partial(self._figure, key, value, step, ts))
+                self._add(ts, step, f"figure {path}", functools.partial(self._figure, key, value, step, ts), path)
             else:
                 self._add(ts, step, f"image {path}", functools.partial(
-                    self._image, key, path, value, step, ts, caption, boxes.get(index, [])))
+                    self._image, key, path, value, step, ts, caption, boxes.get(index, [])), path)
 
     def _figure(self, key: str, value: dict[str, Any], step: int, ts: float, builder: RunBuilder) -> None:
         builder.figure(key, self._read(value), step, ts)
@@ -609,10 +835,10 @@ class _Mapper:
         # after its field, without the extension Neptune had for it.
         if self.own and ext in ("csv", "") and path.split("/", 1)[0] not in RESERVED_ROOTS:
             if self._claim("table", key, path):
-                self._add(ts, 0, f"table {path}", lambda b: self._table(b, key, item, ts))
+                self._add(ts, 0, f"table {path}", lambda b: self._table(b, key, item, ts), path)
         elif ext in IMAGE_EXTENSIONS or (not ext and self._looks_like_image(item)):
             if self._claim("image", key, path):
-                self._add(ts, 0, f"image {path}", lambda b: self._image_file(b, key, path, item, ts))
+                self._add(ts, 0, f"image {path}", lambda b: self._image_file(b, key, path, item, ts), path)
         else:
             self._artifact(self._file_name(key, ext), path, item)
 
@@ -620,9 +846,9 @@ class _Mapper:
         from PIL import Image, UnidentifiedImageError
 
         try:
-            with Image.open(io.BytesIO(item["content"]) if "content" in item else item["path"]):
+            with Image.open(io.BytesIO(self._read(item))):
                 return True
-        except (UnidentifiedImageError, OSError, KeyError):
+        except (UnidentifiedImageError, OSError, KeyError, ValueError):
             return False
 
     def _image_file(self, builder: RunBuilder, key: str, path: str, item: dict[str, Any], ts: float) -> None:
@@ -649,8 +875,9 @@ class _Mapper:
                 if "content" in item:
                     source = self._scratch_file(name, item["content"])
                 else:
-                    source = Path(item["path"])
-                    if not source.is_file():
+                    try:
+                        source = self.source.file(item["path"], self.source.root)
+                    except FileNotFoundError:
                         b.unmapped(f"file missing on disk: {path}")
                         return
                 b.artifact(source, name, ts, kind, checkpoint=checkpoint)
@@ -664,23 +891,38 @@ class _Mapper:
         else:
             self.unmapped.append(f"Neptune {item['type']} field (loggerhub has no such record)")
             return
-        self._add(ts, 0, f"artifact {path}", emit)
+        self._add(ts, 0, f"artifact {path}", emit, path)
 
     def _file_set_folder(self, name: str, item: dict[str, Any]) -> Path | None:
-        """A folder holding the set's files under their names in the set."""
+        """A folder holding the set's files under their names in the set; every glob and every
+        file it matches inside the source (or an allowed root), at most ``Limits.files`` files."""
         if item.get("dir"):
-            return Path(item["dir"]) if Path(item["dir"]).is_dir() else None
+            try:
+                return self.source.tree(item["dir"])
+            except FileNotFoundError:
+                return None
         globs = item.get("globs", [])
+        for pattern in globs:
+            self.source.contained(_literal_prefix(pattern))  # before any expansion
         if len(globs) == 1 and glob.escape(globs[0]) == globs[0] and os.path.isdir(globs[0]):
-            return Path(globs[0])
+            return self.source.tree(globs[0])
         files = offline.file_set_files(item)
+        if len(files) > self.source.limits.files:
+            raise TooLarge(f"a file set of more than {self.source.limits.files} files")
         if not files:
             return None
-        folder = self.scratch / f"set-{next(self._names)}" / Path(name).name
-        for relative, source in files.items():
-            target = folder / relative
+        assert self.scratch is not None  # files are copied while the builder is open
+        folder = self.scratch / f"set-{next(self._names)}" / safe_name(Path(name).name, fallback="files")
+        for relative, found in files.items():
+            try:
+                checked = self.source.file(found)
+                target = folder / contained_member(relative)
+            except (OutsideSource, TooLarge, FileNotFoundError) as error:
+                self.source.skip(found, None, error)
+                continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+            self.source.budget.claim(target.parent, checked.stat().st_size)
+            shutil.copyfile(checked, target)
         return folder
 
     def _file_name(self, key: str, ext: str) -> str:
@@ -691,12 +933,14 @@ class _Mapper:
             return bytes(item["data"])
         if "content" in item:
             return bytes(item["content"])
-        return Path(item["path"]).read_bytes()
+        return self.source.read_bytes(item["path"])
 
     def _scratch_file(self, name: str, data: bytes) -> Path:
+        assert self.scratch is not None  # files are written while the builder is open
         folder = self.scratch / f"file-{next(self._names)}"
-        folder.mkdir()
-        target = folder / (Path(name).name or "file")
+        folder.mkdir(parents=True)
+        target = folder / safe_name(Path(name).name, fallback="file")
+        self.source.budget.claim(folder, len(data))
         target.write_bytes(data)
         return target
 
@@ -704,8 +948,9 @@ class _Mapper:
 # ---------------------------------------------------------------------------------------------
 
 
-def _metrics(values: dict[str, float], step: int, ts: float, builder: RunBuilder) -> None:
-    builder.metrics(values, step, ts)
+def _metrics(values: dict[str, float], step: int, ts: float, source: Source, where: tuple[str, int | None],
+             builder: RunBuilder) -> None:
+    write_metrics(builder, values, step, ts, source, where)
 
 
 def _text(key: str, text: str, step: int, ts: float, builder: RunBuilder) -> None:
@@ -740,6 +985,13 @@ def _cell(text: str) -> Any:
     if _NUMBER.fullmatch(text):
         return float(text)
     return text
+
+
+def _literal_prefix(pattern: str) -> str:
+    """The folder a glob searches: its path up to the first part with a wildcard."""
+    parts = Path(pattern).parts
+    literal = [part for part in itertools.takewhile(lambda part: not glob.has_magic(part), parts)]
+    return str(Path(*literal)) if literal else "."
 
 
 def _iso_seconds(text: Any) -> float | None:

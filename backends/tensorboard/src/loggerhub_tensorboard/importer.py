@@ -3,13 +3,22 @@
 Every folder under LOGDIR that holds event files is one run, as TensorBoard shows it. A run that
 this backend wrote carries ``_loggerhub_/run`` (name, project, run id, tags); its own tags
 (``_loggerhub_/...``) are inverted: params, status, box annotations, artifact notes and the
-``artifacts/`` and ``checkpoints/`` folders beside its event files. Any other logdir (a user's
-own ``SummaryWriter``) is read the same way for scalars, images, text and HParams.
+``artifacts/`` and ``checkpoints/`` folders beside its event files. The run ends at the wall
+time of its last status (the journal's end), with the error written beside it. Any other logdir
+(a user's own ``SummaryWriter``) is read the same way for scalars, images, text and HParams; it
+ends at the HParams session's ``end_time_secs`` when the writer set one, else at its last record.
 
 Data is read with :func:`reader.read_logdir` (TensorBoard's ``EventAccumulator``). A cheap first
 pass over the raw events counts what each tag holds, so that what has no loggerhub record
 (histograms, PR curves, audio, graphs, ...) and what the accumulator drops (points of a tag
 logged again at an earlier step) are reported instead of vanishing.
+
+Event files are hostile input. The first pass also checks every record: its length against
+``Limits.item_bytes`` (before reading it), that it decodes, and that no tensor would take more
+than ``item_bytes`` once decoded. A record or value that fails is skipped and reported as
+``<event file>:<record number>``, and the accumulator then reads a copy of the run's event files
+that holds only the records that passed. Event files and the backend's ``artifacts/`` and
+``checkpoints/`` copies are read only inside the logdir: a symlink out of it is not followed.
 """
 
 from __future__ import annotations
@@ -21,14 +30,33 @@ import html
 import json
 import math
 import re
+import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from loggerhub_hookspecs import ArtifactKind, Box, Status
-from loggerhub_tensorboard import keys, reader
+from loggerhub_hookspecs import ArtifactKind, Box, RunError, Status
+from loggerhub_hookspecs.importers import (
+    BuilderFactory,
+    Emit,
+    Importer,
+    OutsideSource,
+    Pending,
+    RunBuilder,
+    Source,
+    contained,
+    write_in_order,
+    write_metrics,
+)
+from loggerhub_tensorboard import keys
+
+if TYPE_CHECKING:
+    from loggerhub_tensorboard import reader
+
+#: The backend's folders of copied files beside its event files (``reader.FILE_FOLDERS``).
+FILE_FOLDERS = ("artifacts", "checkpoints")
 
 RUN_TAG = keys.reserved("run")
 PARAMS_TAG = keys.reserved("params")
@@ -44,80 +72,128 @@ HPARAMS_STATUS = {"STATUS_SUCCESS": Status.FINISHED, "STATUS_FAILURE": Status.FA
 _MAX_EXACT_INT = 2**53
 _NOTE = re.compile(r"^(\w+) (?:file|directory), \d+ bytes: `")
 
-Emit = Callable[[Any, float], None]  # (builder, ts)
-
-
-@dataclass(order=True)
-class _Item:
-    """One record to write, in source-time order, then step, then reading order."""
-
-    ts: float
-    step: int
-    order: int
-    emit: Emit = field(compare=False)
-
-
 @dataclass
 class _Census:
     """What the raw events of a run hold: values per tag and plugin, other events by kind."""
 
     values: Counter[tuple[str, str]] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
+    #: Event files, and records or values in them, that are not read (reported): the run is
+    #: then read from a copy holding only the records that passed.
+    refused: int = 0
 
     @property
     def tags(self) -> set[str]:
         return {tag for tag, _ in self.values}
 
 
-def import_runs(location: str, factory: Any, **options: Any) -> None:
-    """Import every run (folder with event files) under the logdir ``location``."""
-    if options:
-        raise TypeError(f"the tensorboard importer takes no options, got {sorted(options)}")
-    root = Path(location)
-    if not root.is_dir():
-        raise FileNotFoundError(f"no TensorBoard logdir at {root}")
-    runs = _find_runs(root)
-    if not runs:
-        raise FileNotFoundError(f"no TensorBoard event files under {root}")
-    claimed = {folder for folder, _ in runs}
-    outside = 0 if root in claimed else _count_files(root, claimed, set())
-    if outside:
-        factory.unmapped("tensorboard: file outside any run folder", outside)
-    for folder, census in runs:
-        _import_run(root, folder, census, claimed, factory)
+class TensorBoardImporter(Importer):
+    name = "tensorboard"
+    location_help = "a TensorBoard logdir"
+
+    def read(self, source: Source, builder_factory: BuilderFactory, options: Mapping[str, Any]) -> None:
+        """Import every run (folder with event files) under the logdir."""
+        root = Path(source.location).expanduser().absolute()
+        if not root.is_dir():
+            raise FileNotFoundError(f"no TensorBoard logdir at {root}")
+        runs = _find_runs(root, source)
+        if not runs:
+            raise FileNotFoundError(f"no TensorBoard event files under {root}")
+        claimed = {folder for folder, _ in runs}
+        outside = 0 if root in claimed else _count_files(root, claimed, set())
+        if outside:
+            builder_factory.unmapped("tensorboard: file outside any run folder", outside)
+        for folder, census in runs:
+            _import_run(root, folder, census, claimed, builder_factory, source)
+
+
+#: ``loggerhub.importers`` entry point.
+import_runs = TensorBoardImporter()
 
 
 # --------------------------------------------------------------------------- finding runs
 
 
-def _find_runs(root: Path) -> list[tuple[Path, _Census]]:
+def _find_runs(root: Path, source: Source) -> list[tuple[Path, _Census]]:
     """Folders with event files, parents first. The ``artifacts/`` and ``checkpoints/`` of a run
     this backend wrote are its files, not runs, whatever they hold."""
     runs = []
     pending = [root]
+    visited = 0
     while pending:
         folder = pending.pop(0)
+        visited += 1
+        if visited > source.limits.files:
+            source.skip(folder, None, f"more than {source.limits.files} folders under the logdir; "
+                                      "the rest is not searched")
+            break
         ours = False
-        if reader.event_files(folder):
-            census = _count(folder)
+        if _event_files(folder):
+            census = _count(folder, source)
             runs.append((folder, census))
             ours = RUN_TAG in census.tags
         for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()):
-            if not (ours and child.name in reader.FILE_FOLDERS):
+            if not (ours and child.name in FILE_FOLDERS):
                 pending.append(child)
     return runs
 
 
-def _count(folder: Path) -> _Census:
-    """Counts without CRC checks, like :func:`reader.scan`: this pass only sizes the report."""
+def _event_files(folder: Path) -> list[Path]:
+    """``reader.event_files``: what TensorBoard reads as the folder's event files."""
+    return sorted(p for p in folder.iterdir() if "tfevents" in p.name and p.is_file())
+
+
+def _records(path: Path, source: Source) -> Iterator[tuple[int, bytes | None]]:
+    """``(record number, data)`` of a TFRecord file: length (8 bytes), its CRC (4), data, data
+    CRC (4). A length over ``item_bytes`` is refused before anything is read (``None``), and ends
+    the file: nothing after it can be found. Stops at a torn last record."""
+    limit = source.limits.item_bytes
+    with path.open("rb") as handle:
+        number = 0
+        while True:
+            header = handle.read(12)
+            if len(header) < 12:
+                return
+            number += 1
+            (length,) = struct.unpack("<Q", header[:8])
+            if length > limit:
+                yield number, None
+                return
+            data = handle.read(length)
+            if len(data) < length or len(handle.read(4)) < 4:
+                return
+            yield number, data
+
+
+def _count(folder: Path, source: Source) -> _Census:
+    """Counts without CRC checks, like :func:`reader.scan` (this pass only sizes the report), and
+    checks every record (see the module docstring)."""
+    from google.protobuf.message import DecodeError
     from tensorboard import data_compat
     from tensorboard.compat.proto import event_pb2
 
     census = _Census()
     plugins: dict[str, str] = {}  # a tag's plugin is named by its first value's metadata only
-    for path in reader.event_files(folder):
-        for record in reader._records(path):
-            event = event_pb2.Event.FromString(record)
+    for path in _event_files(folder):
+        try:
+            source.contained(path)
+        except OutsideSource as error:
+            source.skip(path, None, f"not read: {error}")
+            census.refused += 1
+            continue
+        for number, record in _records(path, source):
+            if record is None:
+                source.skip(path, number, f"a record longer than {source.limits.item_bytes} bytes; the rest "
+                                          "of the file is not read (raise with --limit item_bytes=SIZE)")
+                census.refused += 1
+                continue
+            try:
+                event = event_pb2.Event.FromString(record)
+                _check_tensors(event, source.limits.item_bytes)
+            except (DecodeError, ValueError, RecursionError) as error:
+                source.skip(path, number, f"an unreadable event: {type(error).__name__}: {error}")
+                census.refused += 1
+                continue
             kind = event.WhichOneof("what")
             if kind != "summary":
                 if kind in OTHER_EVENTS:
@@ -130,6 +206,48 @@ def _count(folder: Path) -> _Census:
                 plugin = plugins.setdefault(value.tag, named or value.WhichOneof("value") or "unknown")
                 census.values[(value.tag, plugin)] += 1
     return census
+
+
+def _check_tensors(event: Any, limit: int) -> None:
+    """ValueError if a tensor of the event would take more than ``limit`` bytes once decoded: its
+    shape, not its (tiny) encoding, decides (a string tensor of shape [1e8] fills 800 MB)."""
+    if not event.HasField("summary"):
+        return
+    for value in event.summary.value:
+        if not value.HasField("tensor"):
+            continue
+        elements = 1
+        for dim in value.tensor.tensor_shape.dim:
+            if dim.size < 0:
+                raise ValueError(f"tag {value.tag[:80]!r}: a tensor dimension below zero")
+            elements *= dim.size
+            if elements * 8 > limit:
+                raise ValueError(f"tag {value.tag[:80]!r}: a tensor of more than {limit // 8} elements")
+
+
+def _clean_copy(folder: Path, target: Path, source: Source) -> Path:
+    """The folder's event files holding only the records that passed :func:`_count`, written
+    again with their CRCs: what the accumulator reads when something was refused."""
+    from google.protobuf.message import DecodeError
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    for path in _event_files(folder):
+        try:
+            source.contained(path)
+        except OutsideSource:
+            continue
+        with (target / path.name).open("wb") as out:
+            writer = RecordWriter(out)
+            for _, record in _records(path, source):
+                if record is None:
+                    break
+                try:
+                    _check_tensors(event_pb2.Event.FromString(record), source.limits.item_bytes)
+                except (DecodeError, ValueError, RecursionError):
+                    continue
+                writer.write(record)
+    return target
 
 
 def _source_id(root: Path, folder: Path, loggerhub_id: str | None) -> str:
@@ -147,8 +265,17 @@ def _source_id(root: Path, folder: Path, loggerhub_id: str | None) -> str:
 # --------------------------------------------------------------------------- one run
 
 
-def _import_run(root: Path, folder: Path, census: _Census, claimed: set[Path], factory: Any) -> None:
-    run = reader.read_logdir(folder)
+def _import_run(root: Path, folder: Path, census: _Census, claimed: set[Path], factory: BuilderFactory,
+                source: Source) -> None:
+    from loggerhub_tensorboard import reader
+
+    with source.temporary() as tmp:
+        try:
+            # Something was refused: TensorBoard reads only the records that passed.
+            run = reader.read_logdir(_clean_copy(folder, tmp, source) if census.refused else folder)
+        except Exception as error:  # noqa: BLE001 - whatever TensorBoard fails on, the run is reported
+            source.skip(folder, None, f"the run is not imported: TensorBoard cannot read it: {type(error).__name__}")
+            return
     ours = RUN_TAG in census.tags
     info = _run_info(run) if ours else {}
     times = [s.wall_time for series in run.scalars.values() for s in series]
@@ -166,25 +293,22 @@ def _import_run(root: Path, folder: Path, census: _Census, claimed: set[Path], f
     )
     if builder is None:
         return
+    where = folder.relative_to(root).as_posix()
     with builder:
         _report_census(run, census, builder)
-        items = _scalar_items(run)
-        items += _image_items(run, builder)
-        items += _text_items(run, builder)
-        items += [_Item(ts, 0, -1, _params_emit(values)) for ts, values in later_params]
+        items = _scalar_items(run, where, source)
+        items += _image_items(run, builder, where)
+        items += _text_items(run, builder, where)
+        items += [Pending(ts, 0, -1, _params_emit(values), where=(f"{where} [params]", None))
+                  for ts, values in later_params]
         copies: set[Path] = set()
         if ours:
-            items += _file_items(folder, run, copies, builder)
+            items += _file_items(folder, run, copies, builder, source)
         _report_other_files(folder, claimed, copies, builder)
-        items.sort()
-        for item in items:
-            try:
-                item.emit(builder, item.ts)
-            except (ValueError, OSError) as error:  # loggerhub refuses it (bad key, unreadable image)
-                builder.unmapped(f"tensorboard: record loggerhub refuses: {type(error).__name__}: "
-                                 f"{str(error)[:100]}")
+        write_in_order(items, builder, source)
         status, end = _status(run, builder)
-        builder.end(status, max([started, end or 0.0, *(item.ts for item in items)]))
+        cause = _error(run.error, builder) if run.error is not None and status is not Status.FINISHED else None
+        builder.end(status, end if end is not None else max([started, *(item.ts for item in items)]), cause)
 
 
 def _run_info(run: reader.TensorBoardRun) -> dict[str, Any]:
@@ -289,13 +413,13 @@ def _same(left: Any, right: Any) -> bool:
 
 
 def _params_emit(values: dict[str, Any]) -> Emit:
-    return lambda b, ts: b.params(values, ts)
+    return lambda b, step, ts: b.params(values, ts)
 
 
 # --------------------------------------------------------------------------- data
 
 
-def _scalar_items(run: reader.TensorBoardRun) -> list[_Item]:
+def _scalar_items(run: reader.TensorBoardRun, where: str, source: Source) -> list[Pending]:
     """Points of one step and wall time share one event, as loggerhub logged them together."""
     groups: dict[tuple[float, int], list[dict[str, float]]] = {}
     for tag, series in run.scalars.items():
@@ -309,15 +433,16 @@ def _scalar_items(run: reader.TensorBoardRun) -> list[_Item]:
                 target = {}
                 records.append(target)
             target[key] = point.value
-    return [_Item(ts, step, 0, _metrics(values, step))
+    return [Pending(ts, step, 0, _metrics(values, source, (f"{where} [scalars at step {step}]", None)),
+                    where=(f"{where} [scalars at step {step}]", None))
             for (ts, step), records in groups.items() for values in records]
 
 
-def _metrics(values: dict[str, float], step: int) -> Emit:
-    return lambda b, ts: b.metrics(values, step, ts)
+def _metrics(values: dict[str, float], source: Source, where: tuple[str, int | None]) -> Emit:
+    return lambda b, step, ts: write_metrics(b, values, step, ts, source, where)
 
 
-def _image_items(run: reader.TensorBoardRun, builder: Any) -> list[_Item]:
+def _image_items(run: reader.TensorBoardRun, builder: RunBuilder, where: str) -> list[Pending]:
     notes = {(tag[len(ANNOTATIONS):], text.step, text.wall_time): text.text
              for tag, series in run.texts.items() if tag.startswith(ANNOTATIONS) for text in series}
     items = []
@@ -328,7 +453,8 @@ def _image_items(run: reader.TensorBoardRun, builder: Any) -> list[_Item]:
             continue
         for image in series:
             note = notes.pop((tag, image.step, image.wall_time), None)
-            items.append(_Item(image.wall_time, image.step, 1, _image(key, image, note)))
+            items.append(Pending(image.wall_time, image.step, 1, _image(key, image, note),
+                                 where=(f"{where} [image {tag[:80]} step {image.step}]", None)))
     if notes:
         builder.unmapped("tensorboard: box annotation without its image", len(notes))
     return items
@@ -336,18 +462,21 @@ def _image_items(run: reader.TensorBoardRun, builder: Any) -> list[_Item]:
 
 def _image(key: str, image: reader.Image, note: str | None) -> Emit:
     """The PNG as TensorBoard holds it (with the boxes drawn in); the boxes and caption from the
-    backend's annotation note."""
-    boxes: list[Box] = []
-    caption = None
-    if note is not None:
-        data = json.loads(note)
-        caption = data.get("caption")
-        boxes = [Box(b["x0"], b["y0"], b["x1"], b["y1"], b.get("label"), b.get("score"), b.get("class_id"))
-                 for b in data.get("boxes") or []]
-    return lambda b, ts: b.image(key, image.png, image.step, ts, boxes=boxes, caption=caption)
+    backend's annotation note (read when the image is written, so a bad note is reported there)."""
+    def emit(b: Any, step: int, ts: float) -> None:
+        boxes: list[Box] = []
+        caption = None
+        if note is not None:
+            data = json.loads(note)
+            caption = data.get("caption")
+            boxes = [Box(b["x0"], b["y0"], b["x1"], b["y1"], b.get("label"), b.get("score"), b.get("class_id"))
+                     for b in data.get("boxes") or []]
+        b.image(key, image.png, step, ts, boxes=boxes, caption=caption)
+
+    return emit
 
 
-def _text_items(run: reader.TensorBoardRun, builder: Any) -> list[_Item]:
+def _text_items(run: reader.TensorBoardRun, builder: RunBuilder, where: str) -> list[Pending]:
     items = []
     for tag, series in run.texts.items():
         key = keys.from_tracker(tag)
@@ -356,23 +485,25 @@ def _text_items(run: reader.TensorBoardRun, builder: Any) -> list[_Item]:
                 builder.unmapped(f"tensorboard: text under a reserved tag ({tag[:60]!r})", len(series))
             continue  # the backend's own: run, params, status, annotations, artifact notes
         for text in series:
-            items.append(_Item(text.wall_time, text.step, 2, _text(key, text)))
+            items.append(Pending(text.wall_time, text.step, 2, _text(key, text),
+                                 where=(f"{where} [text {tag[:80]} step {text.step}]", None)))
     return items
 
 
 def _text(key: str, text: reader.Text) -> Emit:
-    return lambda b, ts: b.text(key, text.text, text.step, ts)
+    return lambda b, step, ts: b.text(key, text.text, step, ts)
 
 
 # --------------------------------------------------------------------------- files and status
 
 
-def _file_items(folder: Path, run: reader.TensorBoardRun, copies: set[Path], builder: Any) -> list[_Item]:
+def _file_items(folder: Path, run: reader.TensorBoardRun, copies: set[Path], builder: RunBuilder,
+                source: Source) -> list[Pending]:
     """The backend's copies under ``artifacts/`` and ``checkpoints/``, at the time of their note
     (added to ``copies``). A name logged again replaced the earlier copy: only the last version is
-    still there."""
+    still there. A name that leaves its folder, or a symlink out of the logdir, is refused."""
     items = []
-    for place in reader.FILE_FOLDERS:
+    for place in FILE_FOLDERS:
         prefix = keys.reserved(place + "/")
         for tag, series in run.texts.items():
             if not tag.startswith(prefix):
@@ -387,13 +518,18 @@ def _file_items(folder: Path, run: reader.TensorBoardRun, copies: set[Path], bui
                 else ArtifactKind.MODEL if place == "checkpoints" else ArtifactKind.FILE
             path = folder / place / name
             copies.add(path)
-            items.append(_Item(note.wall_time, note.step, 3, _artifact(path, name, kind, note.step,
-                                                                       place == "checkpoints")))
+            items.append(Pending(note.wall_time, note.step, 3,
+                                 _artifact(folder / place, name, kind, place == "checkpoints", source),
+                                 where=(f"{folder.name}/{place}/{name[:120]}", None)))
     return items
 
 
-def _artifact(path: Path, name: str, kind: ArtifactKind, step: int, checkpoint: bool) -> Emit:
-    return lambda b, ts: b.artifact(path, name, ts, kind=kind, step=step, checkpoint=checkpoint)
+def _artifact(place: Path, name: str, kind: ArtifactKind, checkpoint: bool, source: Source) -> Emit:
+    def emit(b: Any, step: int, ts: float) -> None:
+        path = source.tree(contained(place, name))
+        b.artifact(path, name, ts, kind=kind, step=step, checkpoint=checkpoint)
+
+    return emit
 
 
 def _report_other_files(folder: Path, runs: set[Path], copies: set[Path], builder: Any) -> None:
@@ -422,20 +558,37 @@ def _count_files(folder: Path, runs: set[Path], copies: set[Path]) -> int:
 
 
 def _status(run: reader.TensorBoardRun, builder: Any) -> tuple[Status, float | None]:
-    """The backend's ``_loggerhub_/status`` (the last one), else the HParams session end."""
-    statuses = run.texts.get(STATUS_TAG) or []
-    if statuses:
+    """The backend's ``_loggerhub_/status`` (the last one) and its time, the journal's end; else
+    the HParams session end and its ``end_time_secs`` (0 when the writer gave none)."""
+    if run.status is not None:
         try:
-            return Status(statuses[-1].text), statuses[-1].wall_time
+            return Status(run.status), run.ended_at
         except ValueError:
-            builder.unmapped(f"tensorboard: unknown status {statuses[-1].text[:40]!r}, imported as FINISHED")
-            return Status.FINISHED, statuses[-1].wall_time
+            builder.unmapped(f"tensorboard: unknown status {run.status[:40]!r}, imported as FINISHED")
+            return Status.FINISHED, run.ended_at
+    end = run.hparams_end_time or None
     if run.hparams_status in HPARAMS_STATUS:
-        return HPARAMS_STATUS[run.hparams_status], None
+        return HPARAMS_STATUS[run.hparams_status], end
     if run.hparams_status == "STATUS_RUNNING":
         builder.unmapped("tensorboard: HParams status RUNNING, imported as KILLED")
-        return Status.KILLED, None
+        return Status.KILLED, end
     return Status.FINISHED, None  # a plain logdir records no status: its writer simply stopped
+
+
+_ERROR_HEAD = re.compile(r"^\*\*[A-Z]+\*\*: (?P<type>(?:[^:\\]|\\.)*): (?P<message>.*)$")
+
+
+def _error(markdown: str, builder: Any) -> RunError | None:
+    """The backend's ``_loggerhub_/error`` text back to a RunError: the head line
+    ``**STATUS**: type: message`` (escaped as a table cell), then the traceback, indented."""
+    head, _, rest = markdown.partition("\n")
+    match = _ERROR_HEAD.match(head)
+    if match is None:
+        builder.unmapped("tensorboard: error text not in the backend's form")
+        return None
+    lines = rest.split("\n")[1:]  # after the blank line
+    trace = "".join(line.removeprefix("    ") + "\n" for line in lines)
+    return RunError(_uncell(match["type"]), _uncell(match["message"]), trace)
 
 
 # --------------------------------------------------------------------------- markdown tables
@@ -448,6 +601,11 @@ def parse_table(text: str) -> tuple[list[str], list[list[str]]]:
         return [], []
     header = _cells(lines[0])
     return header, [_cells(line) for line in lines[2:] if line.startswith("|")]
+
+
+def _uncell(text: str) -> str:
+    """One table cell's text as it was before ``_session._cell`` escaped it."""
+    return _cells(f"| {text} |")[0]
 
 
 def _cells(line: str) -> list[str]:
