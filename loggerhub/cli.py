@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import difflib
 import importlib
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 # Subcommands that live with their feature; each module has ``add_parser(subparsers)`` and
 # imports its heavy dependencies only when the command runs.
-_FEATURE_COMMANDS = ("loggerhub.importing", "loggerhub.integrations.yolo_cli")
+_FEATURE_COMMANDS = ("loggerhub.importing", "loggerhub.integrations.yolo_cli", "loggerhub.report")
+
+
+# What a user can get wrong (a run that does not exist, a bad option, a broken loggerhub.toml, an
+# unknown or broken backend, a file that cannot be written): one line, exit status 2, as argparse
+# does for a bad command line. Anything else is a bug and keeps its traceback.
+_USER_ERRORS = (LookupError, ValueError, OSError, RuntimeError, ImportError)
+USAGE_ERROR = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -19,19 +30,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
         parser.print_help()
-        return 2
+        return USAGE_ERROR
     try:
         return int(args.handler(args) or 0)
-    except (LookupError, ValueError, OSError, RuntimeError) as error:
-        print(f"loggerhub: error: {error}", file=sys.stderr)
-        return 1
+    except _USER_ERRORS as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"loggerhub: error: {message}", file=sys.stderr)
+        return USAGE_ERROR
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loggerhub", description=__doc__)
     parser.add_argument("--version", action="version", version=_version())
-    parser.add_argument("--dir", type=Path, default=None,
-                        help="the local run store (default: LOGGERHUB_DIR, then ./loggerhub-runs)")
+    parser.add_argument("--dir", type=Path, default=None, help=_DIR_HELP)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     backends = commands.add_parser("backends", help="list installed backends and whether their clients import")
@@ -65,7 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
         except ModuleNotFoundError as error:
             if error.name is None or not module.startswith(error.name):
                 raise  # a missing dependency of a feature that exists is a real error
+    for command in commands.choices.values():
+        # `loggerhub runs --dir X` as well as `loggerhub --dir X runs`; SUPPRESS keeps the value
+        # given before the command when none is given after it.
+        with contextlib.suppress(argparse.ArgumentError):  # the command has its own --dir
+            command.add_argument("--dir", type=Path, default=argparse.SUPPRESS, help=_DIR_HELP)
     return parser
+
+
+_DIR_HELP = "the local run store (default: LOGGERHUB_DIR, then loggerhub.toml, then ./loggerhub-runs)"
 
 
 def _version() -> str:
@@ -83,19 +102,33 @@ def _root(args: argparse.Namespace) -> Path:
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
-    from loggerhub.plugins import BackendHooks, get_plugin_manager, installed_backends
+    from loggerhub.delivery import supported_records
+    from loggerhub.plugins import LOCAL, get_plugin_manager, installed_backends
 
     rows = []
     for backend in installed_backends().values():
+        takes = "-"
         try:
             plugin = backend.load()
-            hooks = BackendHooks(get_plugin_manager({backend.name: plugin}), backend.name)
-            client = f"ok ({hooks.client_version()})"
+            client = f"ok ({get_plugin_manager({backend.name: plugin}).hook.loggerhub_client_version()})"
+            takes = "all (it is the journal)" if backend.name == LOCAL else _takes(supported_records(plugin))
         except Exception as error:  # noqa: BLE001 - the table reports every failure
             client = f"FAILS: {type(error).__name__}: {error}"
-        rows.append((backend.name, backend.distribution, backend.version, client))
-    _table(("backend", "distribution", "version", "client"), rows)
+        rows.append((backend.name, backend.distribution, backend.version, client, takes))
+    _table(("backend", "distribution", "version", "client", "takes"), rows)
     return 0
+
+
+def _takes(supported: frozenset[str]) -> str:
+    """``all``, or ``all but`` the record kinds a tracker skips (lifecycle phases as ``events``)."""
+    from loggerhub.delivery import DISPATCH
+    from loggerhub_hookspecs import Phase
+
+    missing = [kind for kind in DISPATCH if kind not in supported]
+    phases = {phase.value for phase in Phase}
+    if phases <= set(missing):
+        missing = [kind for kind in missing if kind not in phases] + ["events"]
+    return "all" if not missing else "all but " + ", ".join(missing)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -123,15 +156,27 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from loggerhub.delivery import ConsumerStatus, consumer_names
+    from loggerhub.delivery import consumer_names
     from loggerhub.journal import RunPaths
     from loggerhub.store import dumps, find_run, summarise
 
     run_dir = find_run(args.run, _root(args))
     summary = summarise(run_dir)
+    paths = RunPaths(run_dir)
     print(f"run      {summary.run_id}  ({summary.name}, project {summary.project})")
     print(f"dir      {run_dir}")
     print(f"status   {summary.status}   started {_time(summary.started_at)}")
+    if summary.error:
+        print(f"error    {summary.error.get('type', '?')}: {summary.error.get('message', '')}")
+        for line in (summary.error.get("traceback") or "").rstrip().splitlines():
+            print(f"         {line}")
+    run_json = _read_json(paths.summary)  # the writer's own account: the journal cannot hold it
+    if run_json.get("degraded"):
+        failure = run_json.get("failure")
+        print("degraded yes, the journal could not be written at some point"
+              + (f": {_shorten(str(failure), 160)}" if failure else ""))
+    if run_json.get("lost"):
+        print(f"lost     {run_json['lost']} records never reached the disk")
     print(f"backends {', '.join(summary.backends)}")
     print("\nparams")
     _table(("key", "value"), [(k, dumps(v)) for k, v in sorted(summary.params.items())], indent=2)
@@ -146,17 +191,47 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"\nmedia    {counts.get('image', 0)} images, {counts.get('figure', 0)} figures, "
           f"{counts.get('text', 0)} texts, {counts.get('table', 0)} tables")
     print(f"files    {counts.get('artifact', 0)} artifacts, {counts.get('checkpoint', 0)} checkpoints")
-    if counts.get("rejected"):
-        print(f"rejected {counts['rejected']} inputs (see the journal's rejected records)")
-    paths = RunPaths(run_dir)
+    if summary.rejected:
+        count = len(summary.rejected)
+        print(f"\nrejected {count} input{'s' if count != 1 else ''}")
+        shown = summary.rejected[:_MAX_REJECTED_SHOWN]
+        _table(("call", "key", "reason"),
+               [(api, _shorten(key, 40), _shorten(reason, 100)) for api, key, reason in shown], indent=2)
+        if len(summary.rejected) > len(shown):
+            print(f"  ... and {len(summary.rejected) - len(shown)} more: the journal's rejected records")
     total = sum(counts.values())
     for name in consumer_names(paths):
-        status = ConsumerStatus.load(paths.consumer_file(name))
-        left = total - 1 - status.offset
-        print(f"tracker  {name}: {'delivered' if left <= 0 else f'{left} records undelivered'}"
-              + (f", {status.rejected} rejected" if status.rejected else "")
-              + (f", last error: {status.last_error[:120]}" if status.last_error and left > 0 else ""))
+        status = _read_json(paths.consumer_file(name))
+        left = total - 1 - int(status.get("offset", -1))
+        line = f"tracker  {name}: {'delivered' if left <= 0 else f'{left} records undelivered'}"
+        if status.get("rejected"):
+            line += f", {status['rejected']} rejected"
+        skipped = status.get("skipped") or {}
+        if skipped:
+            kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(skipped.items()))
+            line += f", skipped (the tracker has no place for them): {kinds}"
+        if status.get("last_error") and left > 0:
+            line += f", last error: {_shorten(str(status['last_error']), 160)}"
+        print(line)
     return 0
+
+
+_MAX_REJECTED_SHOWN = 20
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _shorten(text: str, width: int) -> str:
+    """One line of at most ``width`` characters, cut between words."""
+    return textwrap.shorten(text, width=width, placeholder=" ...")
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -165,13 +240,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from loggerhub.store import find_run, metric_series
+    from loggerhub.store import find_run, metric_series, summarise
 
     run_dir = find_run(args.run, _root(args))
     series = metric_series(run_dir, args.keys)
     missing = [key for key, (steps, _) in series.items() if not steps]
     if missing:
-        raise LookupError(f"no points for {', '.join(missing)} in {run_dir.name}")
+        known = sorted(summarise(run_dir).metrics)
+        close = {key: difflib.get_close_matches(key, known, n=1) for key in missing}
+        hints = "".join(f" (did you mean {close[key][0]!r}?)" for key in missing if close[key])
+        raise LookupError(f"no points for {', '.join(map(repr, missing))} in {run_dir.name}{hints}; "
+                          f"its metrics: {', '.join(known) if known else 'none'}")
     figure, axes = plt.subplots(len(args.keys), 1, figsize=(7, 2.6 * len(args.keys)), squeeze=False)
     for axis, (key, (steps, values)) in zip(axes[:, 0], series.items(), strict=True):
         axis.plot(steps, values, linewidth=1.2)
@@ -187,6 +266,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    from loggerhub.config import tracker_options
     from loggerhub.delivery import sync
     from loggerhub.store import find_run
 
@@ -204,18 +284,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
         state = "delivered" if left <= 0 else f"{left} records still undelivered"
         print(f"{backend}: {state} ({status.delivered} delivered in total, {status.rejected} rejected)")
     return 1 if failed else 0
-
-
-def tracker_options(items: Sequence[str]) -> dict[str, dict[str, str]]:
-    """``--option TRACKER.KEY=VALUE`` arguments as ``{tracker: {key: value}}``."""
-    options: dict[str, dict[str, str]] = {}
-    for item in items:
-        name, equals, value = item.partition("=")
-        tracker, dot, key = name.partition(".")
-        if not (equals and dot and tracker and key):
-            raise ValueError(f"--option takes TRACKER.KEY=VALUE, got {item!r}")
-        options.setdefault(tracker, {})[key] = value
-    return options
 
 
 def _time(timestamp: float) -> str:
