@@ -368,3 +368,19 @@ def test_plain_archive_error_comes_from_customer_error_message(tmp_path: Path) -
     (run_dir,) = report.imported
     [end] = of_type(records(run_dir), "run_end")
     assert end["error"] == {"type": "ValueError", "message": logged["error"]["message"], "traceback": ""}
+
+
+def test_the_error_of_an_earlier_end_is_not_the_runs(tmp_path: Path) -> None:
+    """A run that failed, was resumed and then finished: its end has no error, and the traceback
+    of the first end is reported."""
+    opts = {"comet": {"online": False, "offline_dir": str(tmp_path / "comet")}}
+    failed_run(tmp_path, ["comet"], opts)
+    (run_dir,) = (tmp_path / "runs" / "failures").iterdir()
+    again = loggerhub.init(resume=run_dir, backends=["comet"], options=opts, drain_timeout=120)
+    again.log_metrics({"loss": 0.5}, step=1)
+    again.finish()
+    report = import_runs("comet", opts["comet"]["offline_dir"], dir=tmp_path / "store")
+    (imported,) = report.imported
+    [end] = of_type(records(imported), "run_end")
+    assert end["status"] == "FINISHED" and "error" not in end
+    assert report.unmapped["comet: traceback of an earlier end of the run"] == 1

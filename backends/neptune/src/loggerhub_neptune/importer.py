@@ -555,8 +555,9 @@ class _Mapper:
         stamped = self._atom(f"{OWN}/ended_at") if self.own else None
         if isinstance(stamped, int) and not isinstance(stamped, bool):
             # The journal's end, where the client's operation times are the delivery's: later,
-            # by as much as the delivery ran behind the training loop.
-            ended = stamped / 1000
+            # by as much as the delivery ran behind the training loop. The client keeps whole
+            # milliseconds: a record of the run's last millisecond may be later.
+            ended = max([stamped / 1000, *(r.ts for r in self.records)])
         return _Plan(name=self._name(), source_id=self._source_id(), project=self._project(),
                      config=self.config, tags=self._tags(), status=self._status(),
                      records=self.records, unmapped=self.unmapped, started_at=started, ended_at=ended,
