@@ -154,6 +154,10 @@ class WandbSession(TrackerSession):
         self._written: set[tuple[str, int, float]] = set()
         self._retrying = False
         self._next_row = self._earlier_parts()
+        # A wandb service inherited from the trainer (or any parent that used wandb) would hold
+        # this run: if this delivery died, that service would keep the run "in use" and no later
+        # delivery could resume it. Each delivery process starts its own service instead.
+        os.environ.pop(wandb.env.SERVICE, None)
         self._wb = wandb.init(
             project=settings.project, entity=settings.entity, id=settings.run_id, name=run.name,
             group=settings.group, tags=_tags(run.tags), dir=str(settings.dir), mode=settings.mode,  # type: ignore[arg-type]
