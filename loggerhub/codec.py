@@ -26,11 +26,14 @@ from loggerhub_hookspecs import (
     ArtifactKind,
     ArtifactRecord,
     Box,
+    ConsoleRecord,
     FigureRecord,
+    GitState,
     ImageRecord,
     LifecycleEvent,
     MetricPoint,
     Phase,
+    RunContext,
     RunError,
     RunInfo,
     Status,
@@ -58,6 +61,13 @@ TEXT = "text"
 TABLE = "table"
 EVENT = "event"
 REJECTED = "rejected"
+# Run context and telemetry (contract 0.3).
+SYSTEM_METRICS = "system_metrics"
+CONSOLE = "console"
+CONTEXT = "context"
+
+#: Record types whose points are metrics: ``show``, ``plot`` and the report read both alike.
+METRIC_TYPES = (METRICS, SYSTEM_METRICS)
 
 
 MAX_TRACEBACK = 4000
@@ -253,6 +263,9 @@ def run_info(start: dict[str, Any], run_dir: Path, options: dict[str, Any]) -> R
         started_at=start["ts"],
         tags=start.get("tags", {}),
         options=options,
+        group=start.get("group"),
+        rank=start.get("rank"),
+        world_size=start.get("world_size"),
     )
 
 
@@ -266,8 +279,12 @@ def decode(entry: Entry, run_dir: Path) -> Any:
     """The typed record for a data or lifecycle entry (see ``loggerhub_hookspecs.records``)."""
     d = entry.data
     kind = entry.type
-    if kind == METRICS:
+    if kind == METRICS or kind == SYSTEM_METRICS:
         return metric_points(entry)
+    if kind == CONSOLE:
+        return ConsoleRecord(stream=d["stream"], lines=tuple(d["lines"]), step=d["step"], timestamp=d["ts"])
+    if kind == CONTEXT:
+        return run_context(d, run_dir)
     if kind == PARAMS:
         return d["params"]
     if kind == IMAGE:
@@ -300,6 +317,23 @@ def decode(entry: Entry, run_dir: Path) -> Any:
     if kind == RUN_END:
         return run_end(entry)
     raise ValueError(f"not a data record: {kind}")
+
+
+def run_context(d: dict[str, Any], run_dir: Path) -> RunContext:
+    """A context record's typed form; its diff file is a path in the run directory."""
+    git = d.get("git")
+    return RunContext(
+        command=tuple(d["command"]), python_version=d["python_version"],
+        python_executable=d["python_executable"], hostname=d["hostname"], os=d["os"], cpu=d["cpu"],
+        cpu_count=d.get("cpu_count"), gpus=tuple(d.get("gpus", ())), packages=d.get("packages", {}),
+        environment=d.get("environment", {}), timestamp=d["ts"],
+        git=None if git is None else GitState(
+            commit=git["commit"], branch=git.get("branch"), remote=git.get("remote"), dirty=git["dirty"],
+            untracked=tuple(git.get("untracked", ())),
+            diff_path=run_dir / git["diff_file"] if git.get("diff_file") else None,
+            diff_truncated=git.get("diff_truncated", False),
+        ),
+    )
 
 
 def run_end(entry: Entry) -> tuple[Status, float, RunError | None]:

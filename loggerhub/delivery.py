@@ -64,6 +64,9 @@ DISPATCH: Mapping[str, tuple[str, Decoder]] = {
     codec.CHECKPOINT: ("loggerhub_checkpoint_saved", _as("checkpoint")),
     codec.TEXT: ("loggerhub_log_text", _as("text")),
     codec.TABLE: ("loggerhub_log_table", _as("table")),
+    codec.SYSTEM_METRICS: ("loggerhub_log_system_metrics", _as("points")),
+    codec.CONSOLE: ("loggerhub_log_console", _as("output")),
+    codec.CONTEXT: ("loggerhub_log_context", _as("context")),
     **{phase.value: (f"loggerhub_{phase.value}", _as("event")) for phase in Phase},
 }
 

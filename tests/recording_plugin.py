@@ -142,6 +142,18 @@ class RecordingPlugin:
     def loggerhub_log_table(self, table: Any) -> None:
         self._record("loggerhub_log_table", table=table)
 
+    @hookimpl
+    def loggerhub_log_system_metrics(self, points: Any) -> None:
+        self._record("loggerhub_log_system_metrics", points=points)
+
+    @hookimpl
+    def loggerhub_log_console(self, output: Any) -> None:
+        self._record("loggerhub_log_console", output=output)
+
+    @hookimpl
+    def loggerhub_log_context(self, context: Any) -> None:
+        self._record("loggerhub_log_context", context=context)
+
 
 def read_calls(path: Path) -> list[dict[str, Any]]:
     if not path.exists():

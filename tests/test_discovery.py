@@ -138,7 +138,8 @@ def test_backends_says_what_each_backend_takes(plugin_site: Path) -> None:
     metrics_only = resolve(["metricsonly"])[0].load()
     assert supported_records(metrics_only) == {"metrics"}
     assert _takes(supported_records(metrics_only)) == (
-        "all but params, image, figure, artifact, checkpoint, text, table, events")
+        "all but params, image, figure, artifact, checkpoint, text, table, system_metrics, console, context, "
+        "events")
     assert _takes(supported_records(resolve(["recorder"])[0].load())) == "all"
     assert _takes(frozenset({"metrics", "epoch_end"})).endswith(
-        "table, train_start, train_end, epoch_start, step_start, step_end, validation_end")
+        "context, train_start, train_end, epoch_start, step_start, step_end, validation_end")

@@ -148,7 +148,8 @@ def test_mypy_reports_a_session_that_drops_an_argument(tmp_path: Path) -> None:
 
 def test_supported_records_are_the_overridden_methods() -> None:
     phases = {kind for kind, method in RECORD_METHODS.items() if method == "on_event"}
-    assert NotebookSession.supported_records() == {"params", "metrics", "image"} | phases
+    # System metrics go to log_metrics unless a session places them natively.
+    assert NotebookSession.supported_records() == {"params", "metrics", "system_metrics", "image"} | phases
     assert TrackerSession.supported_records() == frozenset()
     assert supported_records(NotebookPlugin()) == NotebookSession.supported_records()
 

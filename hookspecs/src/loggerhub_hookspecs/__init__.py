@@ -8,13 +8,16 @@ from loggerhub_hookspecs.records import (
     ArtifactKind,
     ArtifactRecord,
     Box,
+    ConsoleRecord,
     FigureRecord,
+    GitState,
     ImageRecord,
     LifecycleEvent,
     MetricPoint,
     ParamValue,
     Phase,
     Rejected,
+    RunContext,
     RunError,
     RunInfo,
     Status,
@@ -30,20 +33,23 @@ PROJECT_NAME = "loggerhub"
 #: Decorates a plugin's hook implementations.
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "PROJECT_NAME",
     "ArtifactKind",
     "ArtifactRecord",
     "Box",
+    "ConsoleRecord",
     "FigureRecord",
+    "GitState",
     "ImageRecord",
     "LifecycleEvent",
     "MetricPoint",
     "ParamValue",
     "Phase",
     "Rejected",
+    "RunContext",
     "RunError",
     "RunInfo",
     "Status",

@@ -61,12 +61,14 @@ from loggerhub_hookspecs import hookimpl
 from loggerhub_hookspecs.records import (
     ArtifactRecord,
     Box,
+    ConsoleRecord,
     FigureRecord,
     ImageRecord,
     LifecycleEvent,
     MetricPoint,
     ParamValue,
     Phase,
+    RunContext,
     RunError,
     RunInfo,
     Status,
@@ -86,6 +88,9 @@ RECORD_METHODS: Mapping[str, str] = {
     "checkpoint": "log_checkpoint",
     "text": "log_text",
     "table": "log_table",
+    "system_metrics": "log_system_metrics",
+    "console": "log_console",
+    "context": "log_context",
     **{phase.value: "on_event" for phase in Phase},
 }
 
@@ -144,6 +149,16 @@ class TrackerSession:
     def log_table(self, table: TableRecord) -> None:
         raise Unsupported("table")
 
+    def log_system_metrics(self, points: Sequence[MetricPoint]) -> None:
+        """A system metrics sample. Without an override it is delivered as ordinary metrics."""
+        self.log_metrics(points)
+
+    def log_console(self, output: ConsoleRecord) -> None:
+        raise Unsupported("console")
+
+    def log_context(self, context: RunContext) -> None:
+        raise Unsupported("context")
+
     def on_event(self, event: LifecycleEvent) -> None:
         """A trainer lifecycle boundary (``event.phase``): an epoch ended, validation ended, ...
 
@@ -169,11 +184,15 @@ class TrackerSession:
 
     @classmethod
     def supported_records(cls) -> frozenset[str]:
-        """The record kinds this session stores: those whose method it overrides."""
-        return frozenset(
-            kind for kind, method in RECORD_METHODS.items()
-            if getattr(cls, method) is not getattr(TrackerSession, method)
-        )
+        """The record kinds this session stores: those whose method it overrides (system
+        metrics also when it takes ordinary metrics, where they go by default)."""
+        def overrides(method: str) -> bool:
+            return getattr(cls, method) is not getattr(TrackerSession, method)
+
+        kinds = {kind for kind, method in RECORD_METHODS.items() if overrides(method)}
+        if overrides("log_metrics"):
+            kinds.add("system_metrics")
+        return frozenset(kinds)
 
 
 class TrackerPlugin:
@@ -287,6 +306,18 @@ class TrackerPlugin:
     @hookimpl
     def loggerhub_log_table(self, table: TableRecord) -> None:
         self.session.log_table(table)
+
+    @hookimpl
+    def loggerhub_log_system_metrics(self, points: Sequence[MetricPoint]) -> None:
+        self.session.log_system_metrics(points)
+
+    @hookimpl
+    def loggerhub_log_console(self, output: ConsoleRecord) -> None:
+        self.session.log_console(output)
+
+    @hookimpl
+    def loggerhub_log_context(self, context: RunContext) -> None:
+        self.session.log_context(context)
 
     @hookimpl
     def loggerhub_train_start(self, event: LifecycleEvent) -> None:

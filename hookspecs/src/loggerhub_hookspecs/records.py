@@ -70,6 +70,13 @@ class RunInfo:
     :param tags: free-form string tags.
     :param options: this plugin's options (tracking URI, mode, ...), never secrets: a plugin reads
         credentials from its tracker's own environment variables.
+    :param group: the group of runs this run belongs to (one run per rank of a distributed job,
+        ``per_rank=True``), or ``None``. Runs of one group share it exactly; a plugin delivers them
+        as its tracker groups runs (a parent run, a group field, a subdirectory).
+    :param rank: this run's rank in its group (``RANK``), or ``None`` outside a group.
+    :param world_size: the number of ranks in the group (``WORLD_SIZE``), or ``None``.
+
+    .. versionchanged:: 0.3 ``group``, ``rank`` and ``world_size``.
     """
 
     run_id: str
@@ -80,6 +87,9 @@ class RunInfo:
     started_at: float
     tags: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
+    group: str | None = None
+    rank: int | None = None
+    world_size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,3 +249,75 @@ class LifecycleEvent:
     step: int
     timestamp: float
     epoch: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleRecord:
+    """Lines the training process wrote to ``stream`` (``"stdout"`` or ``"stderr"``).
+
+    Lines come without their line ending, in the order written, secrets redacted, each at most a
+    few KiB (a longer line is cut and ends with ``" [...]"``). A progress bar redrawn with ``\\r``
+    arrives as its last state only. ``timestamp`` is when the first of the lines was complete.
+
+    .. versionadded:: 0.3
+    """
+
+    stream: str
+    lines: tuple[str, ...]
+    step: int
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class GitState:
+    """The git checkout the run's code came from.
+
+    :param commit: the full hash of ``HEAD``.
+    :param branch: the branch name, ``None`` on a detached ``HEAD``.
+    :param remote: the ``origin`` URL (or the first remote's), credentials removed.
+    :param dirty: tracked files differ from ``HEAD``, or untracked files exist.
+    :param untracked: untracked files (not ignored), relative to the repository root.
+    :param diff_path: ``git diff HEAD`` as a patch file in the run directory, when dirty.
+    :param diff_truncated: the patch was cut at loggerhub's size cap.
+
+    .. versionadded:: 0.3
+    """
+
+    commit: str
+    branch: str | None
+    remote: str | None
+    dirty: bool
+    untracked: tuple[str, ...] = ()
+    diff_path: Path | None = None
+    diff_truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """The code and environment that produced the run, captured once at ``init``.
+
+    :param command: the command line (``sys.argv`` with the interpreter's own flags), redacted.
+    :param packages: installed distributions and their versions (what ``pip freeze`` lists).
+    :param environment: only allow-listed variables (``CUDA_VISIBLE_DEVICES``, ``WORLD_SIZE``,
+        ...); never the whole environment.
+    :param gpus: one model name per visible GPU; empty without NVIDIA's management library.
+
+    .. versionadded:: 0.3
+    """
+
+    command: tuple[str, ...]
+    python_version: str
+    python_executable: str
+    hostname: str
+    os: str
+    cpu: str
+    cpu_count: int | None
+    gpus: tuple[str, ...]
+    packages: Mapping[str, str]
+    environment: Mapping[str, str]
+    git: GitState | None
+    timestamp: float
+
+    def requirements(self) -> str:
+        """``packages`` as a ``requirements.txt`` (``name==version`` lines, sorted)."""
+        return "".join(f"{name}=={version}\n" for name, version in sorted(self.packages.items()))

@@ -31,11 +31,13 @@ import pluggy
 
 from loggerhub_hookspecs.records import (
     ArtifactRecord,
+    ConsoleRecord,
     FigureRecord,
     ImageRecord,
     LifecycleEvent,
     MetricPoint,
     ParamValue,
+    RunContext,
     RunError,
     RunInfo,
     Status,
@@ -340,4 +342,63 @@ def loggerhub_log_table(table: TableRecord) -> None:
     tables whose role is ``CONFUSION_MATRIX``.
 
     .. versionadded:: 0.1
+    """
+
+
+# -------------------------------------------------------------------------
+# Run context and telemetry
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def loggerhub_log_system_metrics(points: Sequence[MetricPoint]) -> None:
+    """Record a sample of system metrics: CPU, memory, disk, network and GPUs.
+
+    :param points: one sample, every key under ``system/`` (see
+        :mod:`loggerhub_hookspecs.telemetry` for the names); ``timestamp`` is the sample's wall
+        time, the axis these series are meant for, and ``step`` the training step at that time.
+
+    Called every sampling interval (10 s by default) while the run is live. Place the series where
+    the tracker keeps its own system metrics, under its own names; a tracker whose series need a
+    step can use :func:`~loggerhub_hookspecs.telemetry.seconds_since_start`. The kit's default
+    delivers the points as ordinary metrics.
+
+    Example::
+
+        from loggerhub_hookspecs.telemetry import parse_system_key
+
+        @hookimpl
+        def loggerhub_log_system_metrics(self, points):
+            for point in points:
+                parsed = parse_system_key(point.key)
+                ...
+
+    .. versionadded:: 0.3
+    """
+
+
+@hookspec
+def loggerhub_log_console(output: ConsoleRecord) -> None:
+    """Record lines the training process printed to its stdout or stderr.
+
+    :param output: complete lines of one stream, in order, secrets redacted.
+
+    Called for each batch of lines the console tee journaled (at most about one per second per
+    stream). Append them where the tracker keeps a run's console output, per stream when it can.
+
+    .. versionadded:: 0.3
+    """
+
+
+@hookspec
+def loggerhub_log_context(context: RunContext) -> None:
+    """Record the code and environment that produced the run.
+
+    :param context: the command line, Python, host, installed packages, allow-listed environment
+        variables and the git state, with the uncommitted diff as a patch file.
+
+    Called once, right after ``loggerhub_run_start`` (and again on a redelivery). Put each field
+    where the tracker shows it: a git commit tag, a requirements artifact, a host field.
+
+    .. versionadded:: 0.3
     """

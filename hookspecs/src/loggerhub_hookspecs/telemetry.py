@@ -1,0 +1,83 @@
+"""The names of loggerhub's system metrics, so that every plugin maps the same series natively.
+
+loggerhub's sampler journals each sample as metric points under ``system/``, reaching plugins
+through ``loggerhub_log_system_metrics``. A plugin translates each :class:`SystemKey` to its
+tracker's own name (MLflow ``system/cpu_utilization_percentage``, Neptune
+``monitoring/<hash>/cpu``, ...) with :func:`parse_system_key`, and passes a name it does not know
+through unchanged (a newer loggerhub may sample more).
+
+.. versionadded:: 0.3
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class SystemKey(str, enum.Enum):
+    """A host- or process-wide series. Rates are per second over the last sampling interval."""
+
+    #: CPU use of the whole machine, 0-100.
+    CPU_PERCENT = "system/cpu_percent"
+    #: CPU use of the training process and its children, where 100 is one full core.
+    PROCESS_CPU_PERCENT = "system/process_cpu_percent"
+    #: Resident memory of the training process and its children.
+    PROCESS_MEMORY_MB = "system/process_memory_mb"
+    #: Memory in use on the machine (total minus available).
+    MEMORY_USED_MB = "system/memory_used_mb"
+    MEMORY_PERCENT = "system/memory_percent"
+    #: Disk space used and free on the run directory's filesystem.
+    DISK_USED_MB = "system/disk_used_mb"
+    DISK_FREE_MB = "system/disk_free_mb"
+    DISK_READ_MB_S = "system/disk_read_mb_s"
+    DISK_WRITE_MB_S = "system/disk_write_mb_s"
+    NETWORK_RECEIVE_MB_S = "system/network_receive_mb_s"
+    NETWORK_TRANSMIT_MB_S = "system/network_transmit_mb_s"
+
+
+class GpuQuantity(str, enum.Enum):
+    """A per-GPU series, journaled as ``system/gpu/<index>/<quantity>``."""
+
+    UTILIZATION_PERCENT = "utilization_percent"
+    MEMORY_USED_MB = "memory_used_mb"
+    MEMORY_TOTAL_MB = "memory_total_mb"
+    MEMORY_PERCENT = "memory_percent"
+    TEMPERATURE_C = "temperature_c"
+    POWER_W = "power_w"
+
+
+def gpu_key(index: int, quantity: GpuQuantity) -> str:
+    """The journal key of one GPU's series: ``system/gpu/0/utilization_percent``."""
+    return f"system/gpu/{index}/{quantity.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedSystemKey:
+    """A system metric key, parsed: a host series, or one GPU's series (``gpu`` is its index)."""
+
+    host: SystemKey | None = None
+    gpu: int | None = None
+    gpu_quantity: GpuQuantity | None = None
+
+
+def parse_system_key(key: str) -> ParsedSystemKey | None:
+    """What a ``system/...`` key names, or ``None`` for a name this version does not know."""
+    try:
+        return ParsedSystemKey(host=SystemKey(key))
+    except ValueError:
+        pass
+    parts = key.split("/")
+    if len(parts) == 4 and parts[:2] == ["system", "gpu"] and parts[2].isdigit():
+        try:
+            return ParsedSystemKey(gpu=int(parts[2]), gpu_quantity=GpuQuantity(parts[3]))
+        except ValueError:
+            return None
+    return None
+
+
+def seconds_since_start(timestamp: float, started_at: float) -> int:
+    """The step a tracker that needs one gives a system sample: whole seconds since the run
+    started. It grows with wall time, the axis of these series, and stays the same when the
+    sample is delivered again or the run is resumed."""
+    return max(0, int(timestamp - started_at))
