@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import traceback as traceback_module
 from collections.abc import Iterable, Mapping
@@ -216,6 +217,157 @@ def event_fields(phase: Any, step: Any, *, epoch: Any = None) -> dict[str, Any]:
     except ValueError:
         raise InvalidInput(f"unknown phase {norm._short(phase)}; one of {', '.join(p.value for p in Phase)}") from None
     return {"phase": phase.value, "step": norm.check_step(step), "epoch": norm.check_epoch(epoch)}
+
+
+#: A console line longer than this many characters is cut and ends with CUT_MARK.
+MAX_CONSOLE_LINE = 4096
+CUT_MARK = " [...]"
+CONSOLE_STREAMS = ("stdout", "stderr")
+#: Where a context record's git diff lives, relative to the run directory, and its size cap.
+DIFF_FILE = "context/git.diff"
+MAX_DIFF_BYTES = 1 << 20
+#: Untracked files listed in a context record at most (a repository full of outputs has thousands).
+MAX_UNTRACKED = 200
+_SYSTEM_PREFIX = "system/"
+# CSI sequences (colours, cursor moves, erase), OSC sequences (titles, hyperlinks), character
+# set selections (tput's "\x1b(B") and the two-character escapes: what a terminal interprets and
+# a stored line must not carry.
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()*+].|[@-Z\\-_])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def system_fields(values: Any, step: Any) -> dict[str, Any]:
+    """A ``system_metrics`` record: metric points like ``metrics_fields``', every key under
+    ``system/`` (the names of ``loggerhub_hookspecs.telemetry``, or a tracker's own name for a
+    series it has and loggerhub does not)."""
+    checked = metrics_fields(values)
+    for key in checked:
+        if not key.startswith(_SYSTEM_PREFIX):
+            raise InvalidInput(f"a system metric key must start with {_SYSTEM_PREFIX!r}: {norm._short(key)}")
+    return {"values": checked, "step": norm.check_step(step)}
+
+
+def console_line(text: str) -> str:
+    """One console line as stored: only the last state of a line redrawn with ``\r`` (a progress
+    bar), without terminal escape sequences or control characters, cut at ``MAX_CONSOLE_LINE``."""
+    if "\x1b" in text:
+        text = _ANSI.sub("", text)
+    if "\r" in text:
+        # A bar redraws from column 0; its last non-empty state is what the terminal ends with.
+        states = [state for state in text.split("\r") if state.strip()]
+        text = states[-1] if states else ""
+    if _CONTROL.search(text):
+        text = _CONTROL.sub("", text)
+    text = text.expandtabs(8) if "\t" in text else text
+    if len(text) > MAX_CONSOLE_LINE:
+        text = text[: MAX_CONSOLE_LINE - len(CUT_MARK)] + CUT_MARK
+    return text
+
+
+def console_fields(stream: Any, lines: Any, step: Any, redactor: norm.Redactor) -> dict[str, Any]:
+    """A ``console`` record: complete lines of one stream, each cleaned by :func:`console_line`
+    and redacted. A string holding several lines (``"a\nb"``) counts as those lines."""
+    if stream not in CONSOLE_STREAMS:
+        raise InvalidInput(f"stream must be one of {', '.join(CONSOLE_STREAMS)}; got {norm._short(stream)}")
+    if isinstance(lines, str) or not isinstance(lines, Iterable):
+        raise InvalidInput(f"lines must be a sequence of str, got {type(lines).__name__}")
+    stored: list[str] = []
+    for line in lines:
+        if not isinstance(line, str):
+            raise InvalidInput(f"each line must be str, got {type(line).__name__}")
+        stored.extend(redactor.text(console_line(part)) for part in line.split("\n"))
+    if not stored:
+        raise InvalidInput("a console record needs at least one line")
+    return {"stream": stream, "lines": stored, "step": norm.check_step(step)}
+
+
+def strip_userinfo(url: str) -> str:
+    """A remote URL without its credentials: ``https://user:token@host/x`` -> ``https://host/x``.
+    An scp-like ``git@host:path`` names an account, not a secret, and stays."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return norm.Redactor({}).text(url)
+    if not parts.scheme or "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def write_diff(run_dir: Path, diff: str | bytes, redactor: norm.Redactor) -> tuple[str, bool]:
+    """Write a ``git diff`` into ``run_dir`` at :data:`DIFF_FILE`, redacted and cut at
+    :data:`MAX_DIFF_BYTES`; returns (the file relative to the run directory, whether it was cut)."""
+    data = diff if isinstance(diff, bytes) else diff.encode("utf-8", "surrogateescape")
+    truncated = len(data) > MAX_DIFF_BYTES
+    if truncated:
+        data = data[:MAX_DIFF_BYTES]
+        data = data[: data.rfind(b"\n") + 1] or data  # whole lines: a patch tool reads up to there
+    text = redactor.text(data.decode("utf-8", "replace"))
+    target = run_dir / DIFF_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    return DIFF_FILE, truncated
+
+
+def context_fields(*, command: Any, python_version: Any, python_executable: Any, hostname: Any,
+                   os: Any,  # noqa: A002 - the record's field name
+                   cpu: Any, cpu_count: Any = None, gpus: Any = (), packages: Any = None,
+                   environment: Any = None, git: Mapping[str, Any] | None = None,
+                   redactor: norm.Redactor) -> dict[str, Any]:
+    """A ``context`` record. Secrets are kept out: the command line is redacted, environment
+    variables whose name looks like a credential are dropped (whatever the producer's allow-list),
+    and the git remote loses its credentials. ``git["diff_file"]`` is a file already in the run
+    directory (see :func:`write_diff`), or None."""
+
+    def text(name: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise InvalidInput(f"{name} must be str, got {type(value).__name__}")
+        return redactor.text(value)
+
+    def strings(name: str, value: Any) -> list[str]:
+        if isinstance(value, str) or not isinstance(value, Iterable):
+            raise InvalidInput(f"{name} must be a sequence of str, got {type(value).__name__}")
+        return [text(name, item) for item in value]
+
+    def mapping(name: str, value: Any) -> dict[str, str]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise InvalidInput(f"{name} must be a mapping of str to str, got {type(value).__name__}")
+        return {text(name, k): text(name, v) for k, v in value.items()}
+
+    if cpu_count is not None and (type(cpu_count) is not int or cpu_count < 0):
+        raise InvalidInput(f"cpu_count must be a non-negative int, got {norm._short(cpu_count)}")
+    environment = {key: value for key, value in mapping("environment", environment).items()
+                   if not norm._SECRET_KEY.search(key)}
+    fields: dict[str, Any] = {
+        "command": strings("command", command), "python_version": text("python_version", python_version),
+        "python_executable": text("python_executable", python_executable), "hostname": text("hostname", hostname),
+        "os": text("os", os), "cpu": text("cpu", cpu), "cpu_count": cpu_count, "gpus": strings("gpus", gpus),
+        "packages": mapping("packages", packages), "environment": environment, "git": None,
+    }
+    if git is not None:
+        if not isinstance(git, Mapping):
+            raise InvalidInput(f"git must be a mapping or None, got {type(git).__name__}")
+        commit = text("git commit", git.get("commit"))
+        if not re.fullmatch(r"[0-9a-f]{7,64}", commit):
+            raise InvalidInput(f"git commit must be a hex hash, got {norm._short(commit)}")
+        branch, remote, diff_file = git.get("branch"), git.get("remote"), git.get("diff_file")
+        untracked = strings("git untracked", git.get("untracked", ()))
+        if diff_file is not None and (not isinstance(diff_file, str) or Path(diff_file).is_absolute()
+                                      or ".." in Path(diff_file).parts):
+            raise InvalidInput(f"git diff_file must be a path inside the run directory, got {norm._short(diff_file)}")
+        fields["git"] = {
+            "commit": commit,
+            "branch": None if branch is None else text("git branch", branch),
+            "remote": None if remote is None else strip_userinfo(text("git remote", remote)),
+            "dirty": bool(git.get("dirty", False)),
+            "untracked": untracked[:MAX_UNTRACKED],
+            "diff_file": None if diff_file is None else text("git diff_file", diff_file),
+            "diff_truncated": bool(git.get("diff_truncated", False)),
+        }
+    return fields
 
 
 def error_fields(error: BaseException | RunError, redactor: norm.Redactor) -> dict[str, str]:

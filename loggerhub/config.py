@@ -62,9 +62,20 @@ class Settings(BaseSettings):
     strict: bool = False
     """Raise on bad input instead of recording it as rejected and warning."""
     per_rank: bool = False
-    """Log from every distributed rank, not only rank zero."""
+    """Log from every distributed rank, not only rank zero: one run per rank, in one group."""
+    group: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128)
+    """The group id of a ``per_rank`` job (letters, digits, ``_.-``, as trackers take it in names and
+    paths); by default the launcher's (``TORCHELASTIC_RUN_ID``, SLURM's job id, ...)."""
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-backend options, e.g. ``{"mlflow": {"tracking_uri": "http://127.0.0.1:5000"}}``."""
+    system_metrics: bool = True
+    """Sample CPU, memory, disk, network and GPU use into ``system/...`` series (docs/telemetry.md)."""
+    system_metrics_interval: float = Field(10.0, ge=0.1, le=3600)
+    """Seconds between two system samples."""
+    console: bool = True
+    """Tee the process's stdout and stderr (file descriptors 1 and 2) into the journal."""
+    capture_context: bool = True
+    """Record the command line, host, packages and git state of a new run once, at ``init``."""
 
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
 

@@ -161,6 +161,35 @@ class RunBuilder:
     def event(self, phase: Phase, step: int, ts: float, epoch: int | None = None) -> None:
         self._put(codec.EVENT, ts, codec.event_fields(phase, step, epoch=epoch))
 
+    def system_metrics(self, values: Mapping[str, float], step: int, ts: float) -> None:
+        """A system sample: keys under ``system/``, loggerhub's names where the source's series
+        is one of ``loggerhub_hookspecs.telemetry``'s (map them; pass others on as ``system/<name>``).
+        ``step``: the training step at the sample, 0 when the source does not say."""
+        self._put(codec.SYSTEM_METRICS, ts, codec.system_fields(values, step))
+
+    def console(self, stream: str, lines: Sequence[str], step: int, ts: float) -> None:
+        """Console output of one stream (``"stdout"`` or ``"stderr"``); ``\r`` redraws are
+        collapsed, escape sequences stripped, long lines cut and secrets redacted here."""
+        self._put(codec.CONSOLE, ts, codec.console_fields(stream, lines, step, self._redactor))
+
+    def context(self, ts: float, *, command: Sequence[str] = (), python_version: str = "",
+                python_executable: str = "", hostname: str = "", os: str = "",  # noqa: A002 - the field's name
+                cpu: str = "", cpu_count: int | None = None, gpus: Sequence[str] = (),
+                packages: Mapping[str, str] | None = None, environment: Mapping[str, str] | None = None,
+                git: Mapping[str, Any] | None = None, diff: str | bytes | None = None) -> None:
+        """The run's code and environment, as far as the source recorded it ("" where it did
+        not). ``git``: ``commit`` (required), ``branch``, ``remote``, ``dirty``, ``untracked``;
+        ``diff``: the ``git diff HEAD`` text, written into the run (redacted, size-capped).
+        ``environment`` should hold only the variables loggerhub allow-lists
+        (``loggerhub.telemetry.context.ENVIRONMENT``); credential-like names are dropped."""
+        git_fields = None if git is None else dict(git)
+        if git_fields is not None and diff:
+            git_fields["diff_file"], git_fields["diff_truncated"] = codec.write_diff(self.dir, diff, self._redactor)
+        self._put(codec.CONTEXT, ts, codec.context_fields(
+            command=list(command), python_version=python_version, python_executable=python_executable,
+            hostname=hostname, os=os, cpu=cpu, cpu_count=cpu_count, gpus=list(gpus), packages=packages,
+            environment=environment, git=git_fields, redactor=self._redactor))
+
     def unmapped(self, reason: str, count: int = 1) -> None:
         """Something in the source that has no place in the journal: reported, never silent."""
         self._report.unmapped[reason] += count

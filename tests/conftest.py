@@ -8,6 +8,12 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).parent
+# Telemetry (docs/telemetry.md) adds context, console and system records to every run, and most
+# tests here count a run's records exactly: off for the suite (subprocesses inherit it), and on in
+# the tests of it (tests/test_telemetry.py, test_delivery's hook-order test) through init's arguments.
+TELEMETRY_SWITCHES = ("LOGGERHUB_SYSTEM_METRICS", "LOGGERHUB_CONSOLE", "LOGGERHUB_CAPTURE_CONTEXT")
+for _switch in TELEMETRY_SWITCHES:
+    os.environ[_switch] = "0"
 
 
 def install_distribution(site: Path, name: str, version: str, entry_points: dict[str, str],

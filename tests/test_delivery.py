@@ -54,11 +54,18 @@ def _full_scenario(run, tmp_path: Path) -> None:
 
 def test_every_hook_is_delivered_in_journal_order(plugin_site: Path, runs_dir: Path, tmp_path: Path) -> None:
     calls_file = tmp_path / "calls.jsonl"
+    # Telemetry on (the suite turns it off, see conftest.py): the context, a console line and the
+    # system sample every run ends with are what reach the three telemetry hooks.
     with loggerhub.init(project="p", dir=runs_dir, backends=["recorder"], config={"lr": 0.1},
-                        options={"recorder": {"record_to": str(calls_file)}}) as run:
+                        options={"recorder": {"record_to": str(calls_file)}},
+                        capture_context=True, console=True, system_metrics=True) as run:
         _full_scenario(run, tmp_path)
+        os.write(1, b"a line for the console hook\n")  # fd 1: pytest swaps sys.stdout, not the fd
     calls = read_calls(calls_file)
     hooks = [c["hook"] for c in calls]
+    assert hooks.index("loggerhub_log_context") == 2  # right after run_start (and its params)
+    console = [c["output"] for c in calls if c["hook"] == "loggerhub_log_console"]
+    assert any("a line for the console hook" in output["lines"] for output in console)
     # client_version is called by `loggerhub backends`, run_resume by resume: tested elsewhere.
     assert set(hooks) == set(HOOK_NAMES) - {"loggerhub_client_version", "loggerhub_run_resume"}
     assert hooks[:2] == ["loggerhub_run_start", "loggerhub_log_params"]
@@ -303,7 +310,10 @@ def test_sigterm_ends_the_run_killed_and_drained(plugin_site: Path, runs_dir: Pa
 def test_every_journal_record_type_has_one_route() -> None:
     """The dispatch table covers every data and lifecycle record the codec knows."""
     run_records = {codec.RUN_START, codec.RUN_RESUME, codec.RUN_END, codec.REJECTED, codec.EVENT}
-    record_types = {value for name, value in vars(codec).items() if name.isupper() and isinstance(value, str)}
+    # The codec's other text constants: where a context's diff goes, the mark of a cut console line.
+    other = {codec.DIFF_FILE, codec.CUT_MARK}
+    record_types = {value for name, value in vars(codec).items()
+                    if name.isupper() and not name.startswith("_") and isinstance(value, str)} - other
     phases = {phase.value for phase in Phase}
     assert set(DISPATCH) == (record_types - run_records) | phases
 

@@ -10,6 +10,7 @@ path), and the guide's usage example runs against the installed plugin.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -111,8 +112,14 @@ def test_the_guide_usage_example_runs(installed: tuple[Path, dict[str, str]], tm
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     (records,) = (workdir / "jsonl-runs").glob("*/records.jsonl")
-    kinds = [line.split('"kind": "')[1].split('"')[0] for line in records.read_text().splitlines()]
-    assert kinds == ["start", "metrics", "end"]
+    lines = [json.loads(line) for line in records.read_text().splitlines()]
+    assert [line["kind"] for line in lines[:2]] + [lines[-1]["kind"]] == ["start", "metrics", "end"]
+    assert lines[1]["points"] == [["loss", 0, 0.5]]
+    # The run's system metric samples (at least the one taken at the end) reach log_metrics too:
+    # the session does not place them natively (log_system_metrics).
+    samples = lines[2:-1]
+    assert samples and all(line["kind"] == "metrics" for line in samples)
+    assert all(key.startswith("system/") for line in samples for key, _step, _value in line["points"])
 
 
 def test_every_block_the_test_does_not_run_says_why() -> None:

@@ -40,6 +40,9 @@ MEDIA_STEPS = 16
 MEDIA_SIDE = 640
 #: Text and table records per run and key that a view keeps: the latest ones.
 TEXT_STEPS = 10
+#: Console lines per run a view shows (the last ones), as the text card ``CONSOLE_KEY``.
+CONSOLE_LINES = 200
+CONSOLE_KEY = "system/console"
 TEXT_CHARS = 20_000
 TABLE_ROWS = 200
 #: A series in memory is reduced (see :class:`Series`) when it passes ``KEEP_POINTS`` points.
@@ -81,6 +84,9 @@ class RunData:
         self.texts: dict[str, deque[dict[str, Any]]] = {}
         self.tables: dict[str, deque[dict[str, Any]]] = {}
         self.files: list[dict[str, Any]] = []
+        #: The last CONSOLE_LINES console lines, each marked with its stream.
+        self.console: deque[str] = deque(maxlen=CONSOLE_LINES)
+        self.console_step = 0
 
     @property
     def key(self) -> str:
@@ -93,7 +99,7 @@ class RunData:
             grew = True
             self.summary.add(entry)
             kind, data = entry.type, entry.data
-            if kind == codec.METRICS:
+            if kind in codec.METRIC_TYPES:
                 step, ts = float(data["step"]), float(data["ts"])
                 epoch = data.get("epoch")
                 epoch = math.nan if epoch is None else float(epoch)
@@ -116,6 +122,9 @@ class RunData:
                 self.tables.setdefault(data["key"], deque(maxlen=TEXT_STEPS)).append(data)
             elif kind in (codec.ARTIFACT, codec.CHECKPOINT):
                 self.files.append(dict(data, record=kind))
+            elif kind == codec.CONSOLE:
+                self.console_step = data["step"]
+                self.console.extend(f"[{data['stream']}] {line}" for line in data["lines"])
         return grew
 
 
@@ -366,6 +375,10 @@ def build_model(runs: list[RunData], media: MediaSource, *, title: str = "logger
         for key, kept in run.texts.items():
             texts.setdefault(key, {})[run.key] = [
                 {"step": r["step"], "text": r["text"][:TEXT_CHARS], "cut": len(r["text"]) > TEXT_CHARS} for r in kept]
+        if run.console:
+            tail = "\n".join(run.console)
+            texts.setdefault(CONSOLE_KEY, {})[run.key] = [
+                {"step": run.console_step, "text": tail[-TEXT_CHARS:], "cut": len(tail) > TEXT_CHARS}]
         for key, kept in run.tables.items():
             tables.setdefault(key, {})[run.key] = [
                 {"step": r["step"], "columns": r["columns"], "rows": r["rows"][:TABLE_ROWS],

@@ -72,6 +72,19 @@ CONFUSION_MATRIX = ((5, 1, 0), (2, 7, 1), (0, 1, 9))
 #: The metric key of the calling-rule tests; steps 0-9, one journal record per step.
 RULE_KEY = "rules/loss"
 RULE_STEPS = 10
+#: The telemetry records of ``test_telemetry_records_are_accepted`` (contract 0.3): one system
+#: sample with a GPU, console lines of both streams, and a context with a dirty git checkout.
+TELEMETRY_SAMPLE: dict[str, float] = {
+    "system/cpu_percent": 42.5, "system/process_cpu_percent": 97.0, "system/process_memory_mb": 1536.0,
+    "system/memory_used_mb": 8192.0, "system/memory_percent": 25.0, "system/disk_read_mb_s": 1.5,
+    "system/network_receive_mb_s": 0.25, "system/gpu/0/utilization_percent": 88.0,
+    "system/gpu/0/memory_used_mb": 10240.0, "system/gpu/0/memory_total_mb": 24576.0,
+    "system/gpu/0/memory_percent": 41.67, "system/gpu/0/temperature_c": 71.0, "system/gpu/0/power_w": 245.5,
+}
+TELEMETRY_STEP = 7
+TELEMETRY_CONSOLE = {"stdout": ("epoch 1/3", "loss 0.25"), "stderr": ("100%|##########| 3/3",)}
+TELEMETRY_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+TELEMETRY_DIFF = "diff --git a/train.py b/train.py\n--- a/train.py\n+++ b/train.py\n@@ -1 +1 @@\n-lr = 0.1\n+lr = 0.2\n"
 #: The exit code of a delivery process the suite kills right after the tracker's acknowledgement.
 _DIED_AFTER_ACK = 86
 
@@ -420,6 +433,28 @@ class BackendConformance:
         assert steps == list(range(RULE_STEPS))
         assert view.status == "FINISHED"
 
+    def test_telemetry_records_are_accepted(self, tmp_path: Path) -> None:
+        """A system sample, console output of both streams and the run context are each
+        delivered, or counted as skipped when the tracker has no place for that kind; never an
+        error or a rejection. Where they land is the backend's own tests' (and README's) business."""
+        from loggerhub import codec
+        from loggerhub.delivery import supported_records
+
+        options = self.options(tmp_path)
+        run = _journal_only(tmp_path, "telemetry", _log_telemetry)
+        status = self.deliver(run.dir, options)
+        assert status.finished and status.errors == 0 and status.rejected == 0, status
+        supported = supported_records(self.plugin())
+        logged = _logged_kinds(run.dir)
+        for kind in (codec.SYSTEM_METRICS, codec.CONSOLE, codec.CONTEXT):
+            assert logged[kind] >= 1, (kind, logged)
+            if kind in supported:
+                assert kind not in status.skipped, (kind, status.skipped)
+            else:
+                assert status.skipped.get(kind) == logged[kind], (kind, logged[kind], status.skipped)
+        view = self.read_back(_delivered_from(run, self.backend), options)
+        assert view.status == "FINISHED"
+
     # -- helpers for the calling-rule tests -----------------------------------------------------
 
     def plugin(self) -> Any:
@@ -559,6 +594,28 @@ def _journal_only(tmp_path: Path, name: str, log: Callable[[Any], None]) -> Any:
                         config={"rule": name}) as run:
         log(run)
     return run
+
+
+def _log_telemetry(run: Any) -> None:
+    """Journal the TELEMETRY_* records as the run's telemetry would. They go in through the
+    codec and the run's journal queue, the telemetry's own path: the real sampler's values and
+    timing are the machine's, and a conformance test needs known ones."""
+    from loggerhub import codec
+
+    _log_rule_steps(run, range(TELEMETRY_STEP + 1))
+    now = time.time()
+    run._put((codec.SYSTEM_METRICS, now, codec.system_fields(TELEMETRY_SAMPLE, TELEMETRY_STEP)))
+    for stream, lines in TELEMETRY_CONSOLE.items():
+        run._put((codec.CONSOLE, now, codec.console_fields(stream, lines, TELEMETRY_STEP, run._redactor)))
+    diff_file, truncated = codec.write_diff(run.dir, TELEMETRY_DIFF, run._redactor)
+    run._put((codec.CONTEXT, now, codec.context_fields(
+        command=["python", "train.py", "--lr", "0.2"], python_version="3.11.7", python_executable="/usr/bin/python3",
+        hostname="trainer-0", os="Linux-6.1-x86_64-with-glibc2.36", cpu="AMD EPYC 7B13", cpu_count=8,
+        gpus=["NVIDIA A10G"], packages={"numpy": "1.26.4", "torch": "2.3.1"},
+        environment={"CUDA_VISIBLE_DEVICES": "0", "WORLD_SIZE": "1"},
+        git={"commit": TELEMETRY_COMMIT, "branch": "main", "remote": "https://github.com/example/train.git",
+             "dirty": True, "untracked": ["notes.txt"], "diff_file": diff_file, "diff_truncated": truncated},
+        redactor=run._redactor)))
 
 
 def _log_rule_steps(run: Any, steps: range) -> None:

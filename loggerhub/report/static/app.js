@@ -402,7 +402,12 @@
         el("h3", {}, key), holder, caption,
         el("div", { class: "note" }, `${counts.reduce((a, b) => a + b, 0).toLocaleString()} points logged`)) };
     });
-    sections.charts.replaceChildren(el("h2", {}, "Metrics"), el("div", { class: "cards" }, cards.map((c) => c.card)));
+    // The sampler's system/... series (docs/telemetry.md) get their own group after the loop's.
+    const own = cards.filter((c) => !c.key.startsWith("system/"));
+    const system = cards.filter((c) => c.key.startsWith("system/"));
+    sections.charts.replaceChildren(
+      ...(own.length ? [el("h2", {}, "Metrics"), el("div", { class: "cards" }, own.map((c) => c.card))] : []),
+      ...(system.length ? [el("h2", {}, "System"), el("div", { class: "cards" }, system.map((c) => c.card))] : []));
     for (const c of cards) {
       state.charts[c.key] = makeChart(c.key, c.holder, c.caption);
       // Milliseconds from navigation to the first chart and to all of them (benchmarks/report.py).
