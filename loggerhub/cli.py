@@ -26,7 +26,10 @@ USAGE_ERROR = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The feature commands cost ~0.4 s to set up (the importers' plugins are loaded to list them):
+    # more than `loggerhub runs` itself takes on a store of 10,000 runs. A core command skips them.
+    parser = build_parser(features=_command(argv) not in _CORE_COMMANDS)
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
         parser.print_help()
@@ -39,7 +42,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR
 
 
-def build_parser() -> argparse.ArgumentParser:
+_CORE_COMMANDS = frozenset({"backends", "runs", "show", "plot", "sync"})
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names: its first word that is neither an option nor --dir's value."""
+    words = iter(argv)
+    for word in words:
+        if word == "--dir":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(*, features: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loggerhub", description=__doc__)
     parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("--dir", type=Path, default=None, help=_DIR_HELP)
@@ -50,10 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = commands.add_parser("runs", help="list local runs")
     runs.add_argument("--project", default=None)
+    runs.add_argument("--group", default=None, help="only the runs of this group (per_rank=True runs of one job)")
     runs.set_defaults(handler=cmd_runs)
 
-    show = commands.add_parser("show", help="params, metric summaries and media counts of a run")
-    show.add_argument("run", help="run directory, run id, a unique prefix of one, or latest")
+    show = commands.add_parser("show", help="params, metric summaries and media counts of a run, or a group's runs")
+    show.add_argument("run", help="run directory, run id, a unique prefix of one, latest, or a group id")
     show.set_defaults(handler=cmd_show)
 
     plot = commands.add_parser("plot", help="plot metrics of a run over steps to a PNG")
@@ -70,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     sync.set_defaults(handler=cmd_sync)
 
-    for module in _FEATURE_COMMANDS:
+    for module in _FEATURE_COMMANDS if features else ():
         try:
             importlib.import_module(module).add_parser(commands)
         except ModuleNotFoundError as error:
@@ -132,27 +150,96 @@ def _takes(supported: frozenset[str]) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from loggerhub.store import iter_runs, summarise
+    from loggerhub.index import RunIndex
 
     rows = []
-    for run_dir in iter_runs(_root(args)):
-        summary = summarise(run_dir)
-        if args.project and summary.project != args.project:
-            continue
-        ended = summary.ended_at
-        duration = "-" if ended is None else f"{ended - summary.started_at:.1f}s"
-        counts = summary.counts
+    # The index (loggerhub/index.py) reads only the journals that changed since the last listing.
+    for run in RunIndex(_root(args)).runs(project=args.project or None, group=args.group or None):
+        duration = "-" if run.ended_at is None else f"{run.ended_at - run.started_at:.1f}s"
         rows.append((
-            summary.run_id, summary.project, summary.name, summary.status,
-            _time(summary.started_at), duration, str(summary.points),
-            str(counts.get("image", 0) + counts.get("figure", 0)),
-            str(counts.get("artifact", 0) + counts.get("checkpoint", 0)),
+            run.run_id, run.project, run.name, _member(run.group, run.rank), run.status,
+            _time(run.started_at), duration, str(run.points), str(run.media), str(run.artifacts),
         ))
     if not rows:
-        print(f"no runs under {_root(args)}")
+        print(f"no runs in group {args.group!r} under {_root(args)}" if args.group else f"no runs under {_root(args)}")
         return 0
-    _table(("run", "project", "name", "status", "started", "duration", "points", "media", "artifacts"), rows)
+    _table(("run", "project", "name", "group/rank", "status", "started", "duration", "points", "media",
+            "artifacts"), rows)
     return 0
+
+
+def _member(group: str | None, rank: int | None) -> str:
+    return "-" if group is None else f"{group}/{'?' if rank is None else rank}"
+
+
+def _exact_run(spec: str, root: Path) -> Path | None:
+    """The run ``spec`` names exactly (a run directory, or a run id), else None."""
+    from loggerhub.store import RunNotFound, find_run
+
+    if spec == "latest":
+        return None
+    try:
+        run_dir = find_run(spec, root)
+    except RunNotFound:
+        return None
+    return run_dir if run_dir.name == spec or Path(spec) == run_dir else None
+
+
+def _show_group(group: str, root: Path) -> bool:
+    """``loggerhub show <group id>``: the group's runs side by side, then the failures of those
+    that failed, were killed or crashed. False when no run has this group."""
+    from loggerhub import codec
+    from loggerhub.index import RunIndex
+    from loggerhub.journal import JournalReader
+    from loggerhub.store import RunSummary
+
+    members = sorted(RunIndex(root).runs(group=group),
+                     key=lambda run: (run.rank is None, run.rank or 0, run.started_at))
+    if not members:
+        return False
+    summaries: list[tuple[Any, RunSummary, int]] = []
+    sizes: set[str] = set()
+    for run in members:
+        summary, last_step = RunSummary(dir=run.dir), -1
+        for entry in JournalReader(run.dir).entries():
+            summary.add(entry)
+            if entry.type == codec.METRICS:
+                last_step = max(last_step, int(entry.data.get("step", -1)))
+            elif entry.type == codec.RUN_START and entry.data.get("world_size") is not None:
+                sizes.add(str(entry.data["world_size"]))
+        summary.status = summary.current_status()
+        summaries.append((run, summary, last_step))
+    keys = sorted({key for _, summary, _ in summaries for key in summary.metrics})
+    shown, hidden = keys[:_MAX_GROUP_KEYS], keys[_MAX_GROUP_KEYS:]
+    projects = sorted({run.project for run in members})
+    print(f"group    {group}  ({len(members)} run{'s' if len(members) != 1 else ''}, "
+          f"project {', '.join(projects)}{', world size ' + ', '.join(sorted(sizes)) if sizes else ''})")
+    rows = []
+    for run, summary, last_step in summaries:
+        lasts = [f"{summary.metrics[key].last:.6g}" if key in summary.metrics else "-" for key in shown]
+        rows.append(("?" if run.rank is None else str(run.rank), run.run_id, summary.status,
+                     "-" if last_step < 0 else str(last_step), str(summary.points), *lasts))
+    print()
+    _table(("rank", "run", "status", "last step", "points", *shown), rows, indent=2)
+    if hidden:
+        print(f"  ... and {len(hidden)} more metrics: loggerhub show <run> for each")
+    failed = [(run, summary) for run, summary, _ in summaries
+              if summary.status in ("FAILED", "KILLED", "CRASHED")]
+    if failed:
+        print("\nfailures")
+        for run, summary in failed:
+            rank = "?" if run.rank is None else run.rank
+            if summary.error:
+                cause = f"{summary.error.get('type', '?')}: {summary.error.get('message', '')}"
+            elif summary.status == "CRASHED":
+                cause = f"the process died without ending the run; `loggerhub sync {run.run_id}` ends it"
+            else:
+                cause = "no error recorded"
+            print(f"  rank {rank}  {run.run_id}  {summary.status}  {_shorten(cause, 160)}")
+    return True
+
+
+_MAX_GROUP_KEYS = 6
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -160,7 +247,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     from loggerhub.journal import RunPaths
     from loggerhub.store import dumps, find_run, summarise
 
-    run_dir = find_run(args.run, _root(args))
+    # A group id is never a run id (those end in a time and a random suffix), but it can be a
+    # prefix of several: after an exact run (one listing per project), the group is looked up
+    # (a listing of the index), and only then a prefix.
+    root = _root(args)
+    exact = _exact_run(args.run, root)
+    if exact is None and args.run != "latest" and _show_group(args.run, root):
+        return 0
+    run_dir = exact or find_run(args.run, root)
     summary = summarise(run_dir)
     paths = RunPaths(run_dir)
     print(f"run      {summary.run_id}  ({summary.name}, project {summary.project})")
@@ -178,6 +272,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if run_json.get("lost"):
         print(f"lost     {run_json['lost']} records never reached the disk")
     print(f"backends {', '.join(summary.backends)}")
+    _show_telemetry(run_dir)
     print("\nparams")
     _table(("key", "value"), [(k, dumps(v)) for k, v in sorted(summary.params.items())], indent=2)
     print("\nmetrics")
@@ -217,6 +312,45 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 _MAX_REJECTED_SHOWN = 20
+_CONSOLE_SHOWN = 10
+
+
+def _show_telemetry(run_dir: Path) -> None:
+    """The run's context (command, python, host, git) and the tail of its console, as journaled
+    by the telemetry (docs/telemetry.md); nothing for a run without them."""
+    import shlex
+    from collections import deque
+
+    from loggerhub import codec
+    from loggerhub.journal import JournalReader
+
+    context = None
+    counts = {"stdout": 0, "stderr": 0}
+    tail: deque[str] = deque(maxlen=_CONSOLE_SHOWN)
+    for entry in JournalReader(run_dir).entries(kinds=frozenset((codec.CONTEXT, codec.CONSOLE))):
+        if entry.type == codec.CONTEXT:
+            context = codec.run_context(entry.data, run_dir)
+        else:
+            stream = entry.data["stream"]
+            counts[stream] = counts.get(stream, 0) + len(entry.data["lines"])
+            tail.extend(f"{stream[3:]}| {line}" for line in entry.data["lines"])
+    if context is not None:
+        print(f"command  {_shorten(shlex.join(context.command), 160)}")
+        print(f"python   {context.python_version} ({context.python_executable})")
+        gpus = f", {len(context.gpus)} GPU: {', '.join(sorted(set(context.gpus)))}" if context.gpus else ""
+        print(f"host     {context.hostname}, {context.os}, {context.cpu} x{context.cpu_count or '?'}{gpus}")
+        git = context.git
+        if git is not None:
+            state = "dirty" if git.dirty else "clean"
+            if git.diff_path is not None:
+                state += f", diff {git.diff_path}" + (" (cut)" if git.diff_truncated else "")
+            print(f"git      {git.commit[:12]} on {git.branch or '(detached)'}, {state}"
+                  + (f", {len(git.untracked)} untracked" if git.untracked else "")
+                  + (f"  {git.remote}" if git.remote else ""))
+    if any(counts.values()):
+        print(f"console  {counts['stdout']} stdout lines, {counts['stderr']} stderr lines; the last:")
+        for line in tail:
+            print(f"         {_shorten(line, 160) if line.strip() else line}")
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -35,10 +35,15 @@ from loggerhub._normalize import Redactor
 from loggerhub.plugins import get_plugin_manager, resolve
 from loggerhub_hookspecs import MetricPoint, Phase, Rejected, RunError, RunInfo, Status, Unsupported
 
-BATCH_POINTS = 1000
+#: Metric points of consecutive records delivered in one hook call (and one offset commit):
+#: enough for a plugin to send several of its tracker's batches at once (MLflow's log_batch
+#: takes 1,000), few enough that a retried call repeats little.
+BATCH_POINTS = 10_000
 POLL_SECONDS = 0.05
 LIVENESS_SECONDS = 1.0
 
+
+_RUN_RECORDS = frozenset({codec.RUN_START, codec.RUN_RESUME})
 
 #: Turns a journal entry into the keyword arguments of its hook.
 Decoder = Callable[[j.Entry, Path], dict[str, Any]]
@@ -291,7 +296,8 @@ class Consumer:
     def _run_info(self) -> RunInfo:
         """The run as its plugin sees it; options given at a resume override earlier ones."""
         if not hasattr(self, "_info"):
-            entries = j.JournalReader(self.paths.root).entries()
+            # Only the run's start and resumes: the metrics lines are not parsed twice.
+            entries = j.JournalReader(self.paths.root).entries(kinds=_RUN_RECORDS)
             first = next(entries)
             if first.type != codec.RUN_START:
                 raise RuntimeError(f"{self.paths.root}: the journal does not start with run_start")

@@ -25,6 +25,7 @@ from loggerhub import _normalize as norm
 from loggerhub import codec
 from loggerhub import journal as j
 from loggerhub._normalize import InvalidInput
+from loggerhub.store import claim_run_dir
 from loggerhub_hookspecs import ArtifactKind, Phase, RunError, Status, TableRole
 
 
@@ -77,6 +78,11 @@ def init(
     flush_interval: float | None = None,
     drain_timeout: float | None = None,
     per_rank: bool | None = None,
+    system_metrics: bool | None = None,
+    system_metrics_interval: float | None = None,
+    console: bool | None = None,
+    capture_context: bool | None = None,
+    group: str | None = None,
 ) -> Run:
     """Start a run (or continue one with ``resume=``) and its delivery to the chosen backends.
 
@@ -89,6 +95,16 @@ def init(
     :param resume: a run id in ``project``, or a run directory, to continue.
     :param options: per-backend options, e.g. ``{"mlflow": {"tracking_uri": "..."}}``.
     :param strict: raise on bad input instead of warning and recording it as rejected.
+    :param system_metrics: sample CPU, memory, disk, network and GPU use every
+        ``system_metrics_interval`` seconds (default 10) into ``system/...`` series.
+    :param console: tee stdout and stderr (fds 1 and 2) into the journal.
+    :param capture_context: record the command line, host, packages and git state at the start.
+        All three are on by default; see docs/telemetry.md.
+    :param per_rank: under a distributed launcher (``RANK`` set, or an initialised
+        ``torch.distributed``), journal one run per rank, all in one group; by default only rank
+        zero logs and the other ranks get a run that records nothing.
+    :param group: the group id of a ``per_rank`` job; by default the launcher's (see
+        :func:`rank_group`).
     """
     from loggerhub.config import Settings
     from loggerhub.plugins import BackendLoadError, resolve
@@ -102,6 +118,11 @@ def init(
             "flush_interval": flush_interval,
             "drain_timeout": drain_timeout,
             "per_rank": per_rank,
+            "system_metrics": system_metrics,
+            "system_metrics_interval": system_metrics_interval,
+            "console": console,
+            "capture_context": capture_context,
+            "group": group,
             "options": options,
         }.items()
         if value is not None
@@ -110,6 +131,15 @@ def init(
     rank = _rank()
     if rank not in (None, 0) and not settings.per_rank:
         return Run._disabled(settings.strict)
+    membership = None
+    if resume is None:
+        if settings.per_rank and rank is not None:
+            membership = {"group": settings.group or rank_group(), "rank": rank,
+                          "world_size": _world_size()}
+            name = f"{name or 'run'}-rank{rank}"
+        elif settings.group is not None:
+            _warn(f"group={settings.group!r} is ignored: only per_rank=True runs of a distributed job "
+                  "(RANK set, or torch.distributed initialised) belong to a group")
 
     redactor = norm.Redactor()
     usable = []
@@ -131,8 +161,8 @@ def init(
         if not (run_dir / "journal").is_dir():
             raise FileNotFoundError(f"no run to resume at {run_dir}")
     else:
-        run_id = _new_run_id(name)
-        run_dir = settings.dir / project / run_id
+        # Claimed by one atomic mkdir, so that processes drawing the same id never share a journal.
+        run_dir = claim_run_dir(settings.dir / project, lambda: _new_run_id(name))
     run = Run(run_dir, settings.flush_interval, settings.drain_timeout, settings.strict, redactor)
     secret_free_options = {
         backend: redactor.params(dict(settings.options.get(backend, {}))) for backend in usable
@@ -149,7 +179,11 @@ def init(
             tags={str(k): str(v) for k, v in (tags or {}).items()},
             backends=usable,
             options=secret_free_options,
+            membership=membership,
         )
+    from loggerhub import telemetry
+
+    run._telemetry = telemetry.start(run, settings, resumed=resume is not None)
     return run
 
 
@@ -163,7 +197,89 @@ def _rank() -> int | None:
         value = os.environ.get(variable)
         if value is not None and value.strip().lstrip("-").isdigit():
             return int(value)
+    dist = _torch_distributed()
+    return None if dist is None else int(dist.get_rank())
+
+
+def _world_size() -> int | None:
+    value = os.environ.get("WORLD_SIZE", "")
+    if value.strip().isdigit():
+        return int(value)
+    dist = _torch_distributed()
+    return None if dist is None else int(dist.get_world_size())
+
+
+def _torch_distributed() -> Any:
+    """``torch.distributed`` when the program imported it and initialised a process group (a
+    launcher that sets no ``RANK``, such as ``torch.multiprocessing.spawn``), else None. loggerhub
+    never imports torch itself: that alone takes seconds."""
+    dist = sys.modules.get("torch.distributed")
+    try:
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            return dist
+    except Exception:  # noqa: BLE001 - a torch build without distributed support
+        return None
     return None
+
+
+_GROUP_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def rank_group() -> str:
+    """The group id of this distributed job, equal on every rank of one job and different between
+    jobs, from the first of:
+
+    1. ``TORCHELASTIC_RUN_ID``, torchrun's rendezvous id (a fresh uuid with ``--standalone``, the
+       ``--rdzv-id`` given otherwise), unless it is ``none``, torchrun's default ``--rdzv-id`` for
+       the static rendezvous, which every job shares;
+    2. ``slurm-<SLURM_JOB_ID>[.<SLURM_STEP_ID>]`` under SLURM;
+    3. with ``torch.distributed`` initialised: a random id made by rank zero and broadcast to
+       every rank, so every rank must call ``init`` (it is a collective, as ``barrier`` is);
+    4. else a hash of this machine, the launcher's process (the parent: its pid and start time)
+       and the rendezvous address, equal for the ranks one launcher started on one machine. On
+       several machines they would differ, so that case warns: pass ``group=`` or call ``init``
+       after ``init_process_group``.
+
+    ``MASTER_ADDR:MASTER_PORT`` alone is never the id: consecutive jobs reuse it.
+    """
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "").strip()
+    if run_id and run_id != "none":
+        return _group_id(run_id)
+    job = os.environ.get("SLURM_JOB_ID", "").strip()
+    if job:
+        step = os.environ.get("SLURM_STEP_ID", "").strip()
+        return _group_id(f"slurm-{job}" + (f".{step}" if step else ""))
+    dist = _torch_distributed()
+    if dist is not None:
+        box = [secrets.token_hex(8) if dist.get_rank() == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        return f"job-{box[0]}"
+    return _launcher_group()
+
+
+def _launcher_group() -> str:
+    import hashlib
+
+    parent = os.getppid()
+    try:
+        import psutil
+
+        started = str(psutil.Process(parent).create_time())
+    except Exception:  # noqa: BLE001 - no psutil, or the parent is gone: its pid alone
+        started = ""
+    local, world = os.environ.get("LOCAL_WORLD_SIZE"), os.environ.get("WORLD_SIZE")
+    if local and world and local != world:
+        _warn(f"ranks on other machines get another group id ({world} ranks, {local} on this "
+              "machine, no launcher id): pass group= to loggerhub.init, or call it after "
+              "torch.distributed.init_process_group")
+    parts = (os.uname().nodename, str(parent), started,
+             os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""))
+    return "job-" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def _group_id(text: str) -> str:
+    """A launcher's id as a group id: the characters every tracker takes in a name or a path."""
+    return _GROUP_UNSAFE.sub("-", text).strip("-.")[:128] or "group"
 
 
 class Run:
@@ -193,6 +309,7 @@ class Run:
         self._finished = False
         self._forked = False
         self._workers: list[Any] = []
+        self._telemetry: Any = None  # loggerhub.telemetry.Telemetry, stopped first in finish()
         self._lock: j.RunLock | None = None
         self._writer: j.JournalWriter | None = None
         self.summary: dict[str, Any] = {}
@@ -216,7 +333,7 @@ class Run:
     def _open(self, next_seq: int) -> None:
         self.paths.make()
         self._lock = j.RunLock(self.paths.lock)
-        if not self._lock.acquire():
+        if not self._lock.acquire(wait=0.5):
             raise RuntimeError(f"run {self.dir} is being logged by another process")
         self._writer = j.JournalWriter(self.paths, next_seq, self._flush_interval, self._writer_error,
                                        on_put_changed=self._writer_put_changed,
@@ -226,7 +343,8 @@ class Run:
         _live_runs.add(self)
 
     def _start(self, *, run_id: str, project: str, name: str, config: dict[str, Any],
-               tags: dict[str, str], backends: list[str], options: dict[str, Any]) -> None:
+               tags: dict[str, str], backends: list[str], options: dict[str, Any],
+               membership: dict[str, Any] | None = None) -> None:
         self.id, self.name, self.project = run_id, name, project
         self.backends = backends
         self._open(0)
@@ -234,9 +352,10 @@ class Run:
             "run_id": run_id, "project": project, "name": name, "config": config, "tags": tags,
             "backends": backends, "options": options, "journal_version": codec.JOURNAL_VERSION,
             "host": os.uname().nodename, "pid": os.getpid(),
+            **(membership or {}),  # group, rank, world_size of a per_rank run
         }
         self._put((codec.RUN_START, _now(), fields))
-        self._write_summary(status="RUNNING", started_at=_now())
+        self._write_summary(status="RUNNING", started_at=_now(), **(membership or {}))
         self._start_delivery()
 
     def _resume(self, extra_backends: list[str], options: dict[str, Any]) -> None:
@@ -299,20 +418,41 @@ class Run:
                     step = norm.check_step(step)
                 if step > self._step:
                     self._step = step
-            # The common case inlined: known keys and plain floats cost a dict lookup each. Every
-            # other value goes through the codec's checks (codec.metrics_fields agrees with this).
-            known = self._known_keys
-            values = {}
-            for key, value in metrics.items():
-                if key not in known:
-                    known.add(norm.check_key(key))
-                values[key] = value if type(value) is float else norm.metric_value(value)
+            # The common case inlined: a dict of known keys and plain floats. Anything else goes
+            # through the codec's checks (codec.metrics_fields agrees with _checked_metrics).
+            if type(metrics) is not dict:
+                metrics = self._checked_metrics(metrics)
+            values = metrics.values()
+            for value in values:
+                if type(value) is not float:
+                    metrics = self._checked_metrics(metrics)
+                    values = metrics.values()
+                    break
+            else:
+                if not self._known_keys.issuperset(metrics):
+                    metrics = self._checked_metrics(metrics)
+                    values = metrics.values()
             if epoch is not None:
                 epoch = norm.check_step(epoch)
-            # A tuple, not a dict: the writer formats metric lines itself (see JournalWriter).
-            self._put((_METRICS, _now(), (step, epoch, values)))
+            # One flat tuple, snapshotting keys then values in C (the caller may reuse its dict).
+            # It holds no container, so the garbage collector untracks it at its first pass, and
+            # the record around it at the next: a dict (or a nested tuple) inside would keep
+            # queued records tracked into the oldest generation, and every full collection would
+            # walk the whole queue, which was most of the call's cost.
+            self._put((_METRICS, _now(), (step, epoch, *metrics, *values)))
         except Exception as error:  # noqa: BLE001 - no input may escape as an exception
             self._refuse("log_metrics", _explain_metrics(error, metrics), metrics)
+
+    def _checked_metrics(self, metrics: Mapping[Any, Any]) -> dict[str, float]:
+        """A call with a new key, a value that is not a plain float, or a mapping that is not a
+        dict: the checks of codec.metrics_fields, which names the key at fault on a refusal."""
+        known = self._known_keys
+        values = {}
+        for key, value in metrics.items():
+            if key not in known:
+                known.add(norm.check_key(key))
+            values[key] = value if type(value) is float else norm.metric_value(value)
+        return values
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log parameters. Nested mappings are flattened with ``/``; secrets are redacted."""
@@ -486,6 +626,10 @@ class Run:
         """
         if self._finished or self._forked:
             return
+        telemetry, self._telemetry = self._telemetry, None
+        if telemetry is not None:
+            # Its last records (the console's last lines, a last sample) go in before run_end.
+            telemetry.stop()
         self._finished = True
         self._put = self._closed
         status = Status(status)
@@ -499,9 +643,15 @@ class Run:
         writer.close()
         last_seq = writer.written - 1  # the last record on disk: what trackers can receive
         ending: dict[str, Any] = {"status": status.value, "ended_at": _now(), "counts": writer.counts,
-                                  "error": error, "degraded": writer.degraded, "lost": writer.lost}
+                                  "points": writer.points, "error": error, "degraded": writer.degraded,
+                                  "lost": writer.lost}
         if writer.failure:
             ending["failure"] = self._redactor.text(writer.failure)
+        if telemetry is not None and telemetry.dropped_lines:
+            # The terminal showed them; the journal could not keep up with the console.
+            ending["console_lines_not_journaled"] = telemetry.dropped_lines
+            print(f"loggerhub: {telemetry.dropped_lines} console lines of run {self.dir} were shown but not "
+                  "journaled (the journal fell behind). run.json says so.", file=sys.stderr)
         self._write_summary(**ending)
         if writer.degraded:
             print(f"loggerhub: run {self.dir} is degraded: {writer.lost} records never reached the disk"

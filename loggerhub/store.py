@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,20 +19,20 @@ class RunNotFound(LookupError):
 
 
 def iter_runs(root: Path) -> Iterator[Path]:
-    """Every run directory under ``root`` (``<root>/<project>/<run id>``), oldest first."""
-    found = [p.parent for p in root.glob("*/*/journal") if p.is_dir()]
-    yield from sorted(found, key=_started_at)
+    """Every run directory under ``root`` (``<root>/<project>/<run id>``), oldest first, from the
+    run index (:mod:`loggerhub.index`)."""
+    from loggerhub.index import RunIndex
 
-
-def _started_at(run_dir: Path) -> float:
-    try:
-        return float(json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["started_at"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return (run_dir / "journal").stat().st_mtime
+    for run in RunIndex(root).runs():
+        yield run.dir
 
 
 def find_run(spec: str, root: Path) -> Path:
-    """A run given as a directory, a run id, a unique prefix of a run id, or ``latest``."""
+    """A run given as a directory, a run id, a unique prefix of a run id, or ``latest``.
+
+    An id or a prefix is looked up in the directory listings of the projects (a run directory is
+    named by its id), which needs neither the index nor a journal: the cost is one listing per
+    project, whatever the number of runs."""
     path = Path(spec)
     if (path / "journal").is_dir():
         return path
@@ -40,14 +41,58 @@ def find_run(spec: str, root: Path) -> Path:
         if not runs:
             raise RunNotFound(f"no runs under {root}")
         return runs[-1]
-    matches = [p for p in iter_runs(root) if p.name == spec] or [
-        p for p in iter_runs(root) if p.name.startswith(spec)
-    ]
+    exact: list[Path] = []
+    prefixed: list[Path] = []
+    if spec and "/" not in spec and spec not in (".", ".."):
+        for project in _projects(root):
+            if (project / spec / "journal").is_dir():
+                exact.append(project / spec)
+                continue
+            for name in _names(project):
+                if name.startswith(spec) and (project / name / "journal").is_dir():
+                    prefixed.append(project / name)
+    matches = exact or prefixed
     if len(matches) == 1:
         return matches[0]
     if not matches:
         raise RunNotFound(f"no run {spec!r} under {root}")
-    raise RunNotFound(f"{spec!r} matches several runs: {', '.join(p.name for p in matches)}")
+    raise RunNotFound(f"{spec!r} matches several runs: {', '.join(sorted(p.name for p in matches))}")
+
+
+def _projects(root: Path) -> list[Path]:
+    from loggerhub.index import INDEX_DIR
+
+    try:
+        with os.scandir(root) as entries:
+            return [Path(e.path) for e in entries if e.name != INDEX_DIR and e.is_dir()]
+    except OSError:
+        return []
+
+
+def _names(folder: Path) -> list[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return [e.name for e in entries]
+    except OSError:
+        return []
+
+
+def claim_run_dir(parent: Path, new_id: Callable[[], str], attempts: int = 100) -> Path:
+    """Make a new, empty run directory under ``parent`` (a project folder) and return it.
+
+    ``mkdir`` of the run directory itself is the claim: it is atomic on local filesystems and on
+    NFS, so of several processes that pick the same id (same name, same second, same random
+    suffix) exactly one gets it and the others draw another id. No lock file, no index entry is
+    involved: a run exists once its directory does."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(attempts):
+        run_dir = parent / new_id()
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        return run_dir
+    raise FileExistsError(f"no free run id under {parent} after {attempts} attempts")
 
 
 @dataclass
@@ -105,7 +150,7 @@ class RunSummary:
             self.status, self.ended_at, self.error = "RUNNING", None, None
         elif entry.type == codec.PARAMS:
             self.params.update(data["params"])
-        elif entry.type == codec.METRICS:
+        elif entry.type in codec.METRIC_TYPES:  # system/... series read like the loop's own
             for key, value in data["values"].items():
                 self.metrics.setdefault(key, MetricSummary()).add(value)
         elif entry.type == codec.RUN_END:
@@ -133,7 +178,7 @@ def summarise(run_dir: Path) -> RunSummary:
 def metric_series(run_dir: Path, keys: list[str]) -> dict[str, tuple[list[int], list[float]]]:
     series: dict[str, tuple[list[int], list[float]]] = {key: ([], []) for key in keys}
     for entry in j.JournalReader(run_dir).entries():
-        if entry.type != codec.METRICS:
+        if entry.type not in codec.METRIC_TYPES:
             continue
         for key, value in entry.data["values"].items():
             if key in series:
