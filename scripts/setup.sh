@@ -2,7 +2,8 @@
 # Creates .venv and installs loggerhub into it. `setup.sh core` installs the core only (the demo);
 # `setup.sh dev` installs everything: the contract, the core, all four tracker plugins, the test
 # tools, and torch + Ultralytics for the end-to-end tests. `setup.sh browser` installs Chromium and
-# chromedriver for the browser tests when they are missing (apt, as root).
+# chromedriver for the browser tests when they are missing (apt, as root). `setup.sh services`
+# installs PostgreSQL for the team-deployment tests when it is missing (apt, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${1:-dev}"
@@ -18,6 +19,18 @@ if [ "$profile" = browser ]; then
   fi
   exit 0
 fi
+if [ "$profile" = services ]; then
+  # PostgreSQL's server binaries (/usr/lib/postgresql/<version>/bin) for the team-deployment tests,
+  # which make a throwaway cluster with them; only when missing, and only as root.
+  if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "setup.sh services: postgresql is missing; install it as root for the team-deployment tests (they skip without)" >&2
+      exit 0
+    fi
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+  exit 0
+fi
 python3 -m venv .venv
 pip() { .venv/bin/python -m pip --disable-pip-version-check "$@"; }
 case "$profile" in
@@ -27,5 +40,5 @@ case "$profile" in
     # torch and torchvision from this pair only: the one whose torchvision imports on these machines.
     pip install -q -r requirements-e2e.txt
     ;;
-  *) echo "usage: setup.sh [core|dev|browser]" >&2; exit 2 ;;
+  *) echo "usage: setup.sh [core|dev|browser|services]" >&2; exit 2 ;;
 esac

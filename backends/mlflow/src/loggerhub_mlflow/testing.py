@@ -42,14 +42,22 @@ def free_port() -> int:
 
 
 class MlflowServer:
-    """``python -m mlflow server`` with a SQLite store, one worker, bound to 127.0.0.1."""
+    """``python -m mlflow server`` with a SQLite store, one worker, bound to 127.0.0.1.
+
+    :param backend_store_uri: another store (PostgreSQL, say) instead of ``<root>/mlflow.db``.
+    :param artifact_args: the server's artifact options instead of proxying to
+        ``<root>/artifacts``, e.g. ``["--no-serve-artifacts", "--default-artifact-root", "s3://b"]``.
+    """
 
     def __init__(self, root: str | os.PathLike[str], *, port: int | None = None,
-                 startup_timeout: float = 180.0, env: dict[str, str] | None = None) -> None:
+                 startup_timeout: float = 180.0, env: dict[str, str] | None = None,
+                 backend_store_uri: str | None = None, artifact_args: list[str] | None = None) -> None:
         self.root = Path(root).resolve()
         self.port = port or free_port()
         self.startup_timeout = startup_timeout
         self._extra_env = dict(env or {})
+        self._backend_store_uri = backend_store_uri
+        self._artifact_args = artifact_args
         self._process: subprocess.Popen[bytes] | None = None
 
     # -- addresses ------------------------------------------------------------------------------
@@ -61,7 +69,7 @@ class MlflowServer:
 
     @property
     def backend_store_uri(self) -> str:
-        return f"sqlite:///{self.root / 'mlflow.db'}"
+        return self._backend_store_uri or f"sqlite:///{self.root / 'mlflow.db'}"
 
     @property
     def artifacts_dir(self) -> Path:
@@ -81,8 +89,8 @@ class MlflowServer:
         return [
             sys.executable, "-m", "mlflow", "server",
             "--backend-store-uri", self.backend_store_uri,
-            "--artifacts-destination", str(self.artifacts_dir),
-            "--serve-artifacts",
+            *(self._artifact_args if self._artifact_args is not None
+              else ["--artifacts-destination", str(self.artifacts_dir), "--serve-artifacts"]),
             "--host", HOST,
             "--port", str(self.port),
             "--workers", "1",
@@ -221,7 +229,10 @@ def read_back(tracking_uri: str, run_id: str) -> Any:
                if name in run.data.tags]
     view.error = ": ".join(failure) or None
     for key in run.data.metrics:
-        view.metrics[key] = [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+        # The sampler's system/ series (on by default) are system metrics, not the run's:
+        # tests/test_telemetry.py reads them.
+        if not key.startswith("system/"):
+            view.metrics[key] = [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
 
     def walk(path: str | None = None) -> list[str]:
         files = []
