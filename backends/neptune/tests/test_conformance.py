@@ -128,7 +128,15 @@ class TestNeptuneConformance(BackendConformance):
         run, _ = delivered
         fields = neptune_fields(run, self.options_of(run))
         assert {p.split("/")[0] for p in fields} >= {"sys", "parameters", "models", "artifacts", "loggerhub"}
-        assert not [p for p in fields if p.split("/")[0] in ("monitoring", "source_code")]
+        # The delivery process's own client captures nothing (no pid, tid, entrypoint or source
+        # files of its own); monitoring/ and source_code/ hold only the run's telemetry, in the
+        # one namespace of the run.
+        from neptune.metadata_containers.run import generate_monitoring_namespace
+
+        own = generate_monitoring_namespace(run.run_id)
+        assert not [p for p in fields if p.startswith("monitoring/") and not p.startswith(own + "/")]
+        assert not [p for p in fields if p.rsplit("/", 1)[-1] in ("pid", "tid", "traceback")]
+        assert {p for p in fields if p.startswith("source_code/")} <= {"source_code/requirements", "source_code/diff"}
         assert fields["sys/name"]["value"] == "scenario"
         assert fields["sys/failed"]["value"] is False
         assert fields["loggerhub/run_id"]["value"] == run.run_id
@@ -171,7 +179,7 @@ class TestNeptuneConformance(BackendConformance):
         assert part["fields"]["loggerhub/status"]["value"] == status
         if status == "FINISHED":
             assert "loggerhub/error/type" not in part["fields"]
-            assert not [p for p in part["fields"] if p.startswith("monitoring/")]
+            assert not [p for p in part["fields"] if p.startswith("monitoring/") and p.endswith("/traceback")]
         else:  # ended KILLED by the trainer, with no exception: loggerhub says so
             assert part["fields"]["loggerhub/error/type"]["value"] == "Killed"
 

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar, cast
 
-from loggerhub_comet.keys import NameTooLong, metric_name, to_tracker
+from loggerhub_comet.keys import NameTooLong, metric_name, system_metric_name, to_tracker
 from loggerhub_hookspecs import (
     ArtifactKind,
     ArtifactRecord,
+    ConsoleRecord,
     FigureRecord,
     ImageRecord,
     LifecycleEvent,
@@ -37,6 +38,7 @@ from loggerhub_hookspecs import (
     ParamValue,
     Phase,
     Rejected,
+    RunContext,
     RunError,
     RunInfo,
     Status,
@@ -98,6 +100,9 @@ WRITE_TIMEOUT = 120.0
 MARKER_OTHER = "loggerhub_run_id"
 #: The values COMET_MODE takes (Ultralytics' switch; comet_ml itself reads COMET_START_ONLINE).
 COMET_MODES = {"online": True, "offline": False}
+#: A run of a group (one run per rank) carries the tag ``group:<id>`` (Comet's project view
+#: groups and filters by tag) and these Other-tab entries.
+GROUP_TAG = "group:"
 
 
 def import_comet() -> Any:
@@ -226,6 +231,8 @@ class CometSession(TrackerSession):
             mode = "get_or_create"
         self.online = online
         tags = [f"{k}:{v}" if v else k for k, v in run.tags.items()]
+        if run.group is not None and GROUP_TAG + run.group not in tags:
+            tags.append(GROUP_TAG + run.group)
         staging = None
         if not online:
             offline_dir.mkdir(parents=True, exist_ok=True)
@@ -256,7 +263,9 @@ class CometSession(TrackerSession):
         self._markers_logged = self._markers_seen = 0
         state.update(experiment_key=self.experiment.get_key(), online=online, project=settings.project,
                      workspace=settings.workspace, offline_dir=None if online else str(offline_dir))
-        self.experiment.log_others({MARKER_OTHER: run.run_id, STATUS_OTHER: "RUNNING"})
+        group = {"group": run.group, "rank": run.rank, "world_size": run.world_size}
+        self.experiment.log_others({MARKER_OTHER: run.run_id, STATUS_OTHER: "RUNNING",
+                                    **{name: value for name, value in group.items() if value is not None}})
         self._markers_logged = 1
 
     def end(self, status: Status, ended_at: float, error: RunError | None) -> None:
@@ -383,18 +392,124 @@ class CometSession(TrackerSession):
     def log_metrics(self, points: Sequence[MetricPoint]) -> None:
         refused: dict[str, str] = {}
         experiment = self.experiment
+        # One log_metrics call per step (and epoch), as a hand-written bulk integration does; a
+        # key seen again in the same step starts a new call, so no point replaces another.
+        batch: dict[str, float] = {}
+        at: tuple[int, int | None] = (-1, None)
         for point in points:
             try:
                 name = metric_name(point.key)
             except NameTooLong as error:
                 refused[point.key] = str(error)
                 continue
-            self._epoch(point.epoch)
+            if (point.step, point.epoch) != at or name in batch:
+                if batch:
+                    experiment.log_metrics(batch, step=at[0], epoch=at[1])
+                    batch = {}
+                at = (point.step, point.epoch)
+                self._epoch(point.epoch)
             # comet_ml sends NaN and +/-inf as "NaN", "Infinity", "-Infinity"; they are kept.
-            experiment.log_metric(name, point.value, step=point.step, epoch=point.epoch)
+            batch[name] = point.value
+        if batch:
+            experiment.log_metrics(batch, step=at[0], epoch=at[1])
         if refused:
             raise Rejected(f"{len(refused)} metric keys refused, the other points were logged: "
                            + "; ".join(refused.values()))
+
+    @_acknowledged
+    def log_system_metrics(self, points: Sequence[MetricPoint]) -> None:
+        from comet_ml.messages import MetricMessage
+
+        unknown = []
+        for point in points:
+            native = system_metric_name(point.key)
+            if native is None:
+                unknown.append(point)
+                continue
+            name, factor = native
+            # The message comet_ml's own monitor sends (no context prefix), stamped with the
+            # sample's time: Comet plots system metrics against wall time.
+            message = MetricMessage(timestamp=round(point.timestamp * 1000))
+            message.set_metric(name, value=point.value * factor, step=point.step)
+            self.experiment._enqueue_message(message)
+        if unknown:
+            # A series a newer loggerhub samples goes where any metric goes.
+            self.log_metrics(unknown)
+
+    @_acknowledged
+    def log_console(self, output: ConsoleRecord) -> None:
+        from comet_ml.messages import StandardOutputMessage
+
+        if output.stream not in ("stdout", "stderr"):
+            raise Rejected(f"console stream {output.stream!r}: expected stdout or stderr")
+        # The message comet_ml's stdout/stderr capture sends (comet_ml/console.py), stamped with
+        # the journal's time: Comet's Output tab shows it.
+        self.experiment._enqueue_message(StandardOutputMessage(
+            output="".join(line + "\n" for line in output.lines), stderr=output.stream == "stderr",
+            context=self.experiment.context, timestamp=round(output.timestamp * 1000)))
+
+    @_acknowledged
+    def log_context(self, context: RunContext) -> None:
+        from comet_ml.git_logging import get_repo_name
+        from comet_ml.messages import (
+            GitMetadataMessage,
+            InstalledPackagesMessage,
+            SystemDetailsMessage,
+            SystemInfoMessage,
+        )
+
+        experiment = self.experiment
+        # The messages comet_ml's environment logging sends (log_env_details, set_pip_packages,
+        # log_git_metadata), from the trainer's context rather than the delivery process's.
+        # What the journal does not hold (the trainer's pid, user, ip, uname parts) is left
+        # empty, in the types comet's upload schema asks for.
+        experiment._enqueue_message(SystemDetailsMessage.create(
+            context=None, command=list(context.command), env=dict(context.environment) or None,
+            hostname=context.hostname, ip="", machine="", os_release="", os_type="",
+            os=context.os, pid=0, processor=context.cpu, python_exe=context.python_executable,
+            python_version_verbose=context.python_version, python_version=context.python_version, user=""))
+        info = {"cpu_count": context.cpu_count, "gpus": ", ".join(context.gpus) or None}
+        for key, value in info.items():
+            if value is not None:
+                experiment._enqueue_message(SystemInfoMessage.create(
+                    context=experiment.context, key=key, value=value))
+        if context.packages:
+            experiment._enqueue_message(InstalledPackagesMessage.create(
+                context=experiment.context,
+                installed_packages=[f"{name}=={version}" for name, version in sorted(context.packages.items())]))
+        git = context.git
+        if git is None:
+            return
+        experiment._enqueue_message(GitMetadataMessage.create(context=experiment.context, git_metadata={
+            "user": None, "root": None, "branch": git.branch, "parent": git.commit, "status": None,
+            "origin": git.remote, "repo_name": get_repo_name(git.remote)}))
+        experiment.log_others({"git_dirty": git.dirty, "git_diff_truncated": git.diff_truncated})
+        if git.untracked:
+            experiment.log_other("git_untracked", json.dumps(list(git.untracked), ensure_ascii=False))
+        if git.diff_path is not None:
+            self._git_patch(git.diff_path)
+
+    def _git_patch(self, diff: Path) -> None:
+        """The diff where comet_ml's log_git_patch puts it: a zipped ``git_diff.patch``, which
+        Comet's Code tab shows."""
+        from comet_ml._typing import TemporaryFilePath
+        from comet_ml.file_uploader import GitPatchUploadProcessor
+        from comet_ml.utils import compress_git_patch
+
+        try:
+            patch = diff.read_text(encoding="utf-8")
+        except FileNotFoundError as error:
+            raise Rejected(f"git diff {diff} is gone from the run directory") from error
+        if not patch:
+            return
+        experiment = self.experiment
+        _, zip_path = compress_git_patch(patch)
+        message = GitPatchUploadProcessor(
+            TemporaryFilePath(zip_path), experiment.asset_upload_limit, url_params=None, metadata=None,
+            copy_to_tmp=False, error_message_identifier=None, tmp_dir=experiment.tmpdir, critical=False,
+        ).process()
+        self._check(message, "git patch")
+        experiment._enqueue_message(message)
 
     @_acknowledged
     def log_image(self, image: ImageRecord) -> None:

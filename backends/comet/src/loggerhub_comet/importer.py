@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from loggerhub_comet.keys import RESERVED, from_tracker
+from loggerhub_comet.keys import OWN_SYSTEM_PREFIX, RESERVED, SYSTEM_PREFIX, from_tracker, system_key
 from loggerhub_comet.offline import SYSTEM_PARAMS
 from loggerhub_hookspecs import ArtifactKind, Box, RunError, Status, TableRole
 from loggerhub_hookspecs.importers import (
@@ -59,7 +59,12 @@ from loggerhub_hookspecs.importers import (
 )
 
 #: Other-tab entries that the Comet backend and the SDK write for themselves.
-OWN_OTHERS = frozenset({"Name", "status", "loggerhub_run_id", "offline_experiment", "error_type", "error_message"})
+OWN_OTHERS = frozenset({"Name", "status", "loggerhub_run_id", "offline_experiment", "error_type", "error_message",
+                        "git_dirty", "git_untracked", "git_diff_truncated"})
+#: Other-tab entries of a run of a rank group, which an imported run has no place for.
+GROUP_OTHERS = frozenset({"group", "rank", "world_size"})
+#: The upload type of the zipped ``git diff`` (comet_ml's log_git_patch), and its member.
+GIT_PATCH, GIT_PATCH_MEMBER = "git-patch", "git_diff.patch"
 #: The backend's upload metadata for the traceback of a run that did not finish.
 TRACEBACK_ROLE = "traceback"
 _ERROR_TYPE = re.compile(r"^([A-Za-z_][\w.]*): (.*)$", re.DOTALL)
@@ -128,7 +133,7 @@ def _read_archive(path: Path, source: Source) -> dict[str, Any] | None:
         part: dict[str, Any] = {
             "path": path, "key": key, "experiment": experiment, "params": {}, "system_params": {},
             "metrics": {}, "others": {}, "tags": _text_list(experiment.get("tags")), "uploads": [],
-            "unknown": {},
+            "unknown": {}, **_environment(),
         }
         if "messages.json" not in members:
             return part
@@ -194,6 +199,29 @@ def _apply(part: dict[str, Any], message: dict[str, Any], archive: zipfile.ZipFi
         part["others"][_name(payload.get("key"), "key")] = payload.get("value")
     elif kind == "file_upload":
         part["uploads"].append(_upload(payload, archive, members, source, where))
+    elif kind == "standard_output":
+        output = payload.get("output")
+        if not isinstance(output, str):
+            raise ValueError("a standard_output message without its text")
+        part["output"].append({"stderr": payload.get("stderr") is True, "output": output,
+                               "ts": _seconds(payload.get("local_timestamp")), "where": where})
+    elif kind == "system_details":
+        part["system_details"].update({k: v for k, v in payload.items() if k != "message_id"})
+    elif kind == "system_info":
+        info = payload.get("system_info")
+        if not isinstance(info, dict):
+            raise ValueError("a system_info message without its key and value")
+        part["system_info"][_name(info.get("key"), "key")] = info.get("value")
+    elif kind == "installed_packages":
+        packages = payload.get("installed_packages")
+        if not isinstance(packages, list):
+            raise ValueError("an installed_packages message without its list")
+        part["packages"] = [p for p in packages if isinstance(p, str)]
+    elif kind == "git_metadata":
+        git = payload.get("git_metadata")
+        if not isinstance(git, dict):
+            raise ValueError("a git_metadata message without its object")
+        part["git"] = git
     else:
         part["unknown"][kind[:60]] = part["unknown"].get(kind[:60], 0) + 1
 
@@ -280,10 +308,14 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if target is None:
             target = merged[part["key"]] = {
                 "key": part["key"], "experiment": part["experiment"], "parts": [], "params": {},
-                "system_params": {}, "metrics": {}, "others": {}, "tags": [], "uploads": [], "unknown": {}}
+                "system_params": {}, "metrics": {}, "others": {}, "tags": [], "uploads": [], "unknown": {},
+                **_environment()}
         target["parts"].append(part)
-        for name in ("params", "system_params", "others"):
+        for name in ("params", "system_params", "others", "system_details", "system_info"):
             target[name].update(part[name])
+        target["output"].extend(part["output"])
+        target["packages"] = part["packages"] or target["packages"]
+        target["git"] = part["git"] or target["git"]
         for name, points in part["metrics"].items():
             target["metrics"].setdefault(name, []).extend(points)
         target["uploads"].extend(part["uploads"])
@@ -309,6 +341,8 @@ def _import_experiment(experiment: dict[str, Any], factory: BuilderFactory, sour
         for upload in experiment["uploads"]:
             upload["archive"] = archives.open(upload["archive"], source)
         long_values, uploads = _split_param_assets(experiment["uploads"], source)
+        patches = [u for u in uploads if u["upload_type"] == GIT_PATCH]
+        uploads = [u for u in uploads if u["upload_type"] != GIT_PATCH]
         ending = _ending_part(experiment["parts"])
         tracebacks = [u for u in uploads if u["metadata"].get("loggerhub") == TRACEBACK_ROLE]
         uploads = [u for u in uploads if u["metadata"].get("loggerhub") != TRACEBACK_ROLE]
@@ -328,12 +362,15 @@ def _import_experiment(experiment: dict[str, Any], factory: BuilderFactory, sour
         with builder:
             for param in sorted(experiment["system_params"]):
                 builder.unmapped(f"comet: SDK parameter {param!r}")
-            for other in sorted(set(others) - OWN_OTHERS):
+            for other in sorted(set(others) - OWN_OTHERS - GROUP_OTHERS):
                 builder.unmapped(f"comet: Other-tab value {other!r}")
+            for other in sorted(set(others) & GROUP_OTHERS):
+                builder.unmapped(f"comet: the run's {other} in its rank group (an import makes runs without groups)")
             for kind, count in sorted(experiment["unknown"].items()):
                 builder.unmapped(f"comet: {kind} message", count)
             items = _metric_items(experiment["metrics"], "loggerhub_run_id" in others, started, builder, source)
             items += _upload_items(uploads, builder.scratch, builder, started, source)
+            items += _telemetry_items(experiment, patches, started, builder, source)
             write_in_order(items, builder, source)
             # The end is the stop time of the archive of the run's end: the backend stamps it
             # with the journal's end, where the records' times are when the SDK received them.
@@ -455,10 +492,9 @@ def _metric_items(metrics: dict[str, list[dict[str, Any]]], ours: bool, started:
         if name in RESERVED:
             builder.unmapped(f"comet: SDK metric {name!r}", len(points))
             continue
-        if name.startswith("sys.") and not ours:
-            # The SDK's system metrics; the backend turns them off, so there they are a user's.
-            builder.unmapped("comet: SDK system metric (sys.*)", len(points))
-            continue
+        if name.startswith(SYSTEM_PREFIX) and (not ours or system_key(name) is not None
+                                               or name.startswith(OWN_SYSTEM_PREFIX)):
+            continue  # system metrics: see _telemetry_items
         key = from_tracker(name)
         for point in points:
             slot = (point["timestamp"] or started, point["step"], point["epoch"])
@@ -481,6 +517,114 @@ def _metric_items(metrics: dict[str, list[dict[str, Any]]], ours: bool, started:
 
 def _metrics(values: dict[str, float], epoch: int | None, source: Source, where: tuple[str, int]) -> Emit:
     return lambda b, step, ts: write_metrics(b, values, step, ts, source, where, epoch=epoch)
+
+
+# --------------------------------------------------------------------------- telemetry
+
+
+def _environment() -> dict[str, Any]:
+    """The parts of an archive that describe the run's environment, empty."""
+    return {"output": [], "system_details": {}, "system_info": {}, "packages": [], "git": None}
+
+
+def _telemetry_items(experiment: dict[str, Any], patches: list[dict[str, Any]], started: float,
+                     builder: RunBuilder, source: Source) -> list[Pending]:
+    """System metrics (``sys.*``), the Output tab and the environment (system details, installed
+    packages, git metadata and patch) as system_metrics, console and context records."""
+    ours = "loggerhub_run_id" in experiment["others"]
+    samples: dict[tuple[float, int], dict[str, float]] = {}
+    places: dict[tuple[float, int], tuple[str, int]] = {}
+    for name, points in experiment["metrics"].items():
+        if not name.startswith(SYSTEM_PREFIX):
+            continue
+        found = system_key(name)
+        if found is None and ours and not name.startswith(OWN_SYSTEM_PREFIX):
+            continue  # a user's metric named sys.*, imported with the metrics
+        # comet_ml's series loggerhub has no name for keep theirs: sys.load.avg -> system/load.avg.
+        key, factor = found if found is not None else ("system/" + name[len(SYSTEM_PREFIX):], 1.0)
+        for point in points:
+            slot = (point["timestamp"] or started, point["step"] or 0)
+            samples.setdefault(slot, {})[key] = point["value"] * factor
+            places.setdefault(slot, point["where"])
+    items = []
+    for order, ((ts, step), values) in enumerate(samples.items()):
+        items.append(Pending(ts, step, (1 << 41) + order, _system(values, step, ts), where=places[(ts, step)]))
+    for order, output in enumerate(experiment["output"]):
+        lines = output["output"].split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        if not lines:
+            continue
+        ts = output["ts"] if output["ts"] is not None else started
+        stream = "stderr" if output["stderr"] else "stdout"
+        items.append(Pending(ts, 0, (1 << 42) + order, _console(stream, lines, ts), where=output["where"]))
+    context = _context(experiment, patches, source)
+    if context is not None:
+        items.append(Pending(started, 0, 1 << 43, lambda b, step, ts: b.context(started, **context)))
+    return items
+
+
+def _system(values: dict[str, float], step: int, ts: float) -> Emit:
+    # RunBuilder.system_metrics / console / context are loggerhub 0.3's; the hookspecs protocol
+    # does not list them yet.
+    return lambda b, _, __: b.system_metrics(values, step, ts)
+
+
+def _console(stream: str, lines: list[str], ts: float) -> Emit:
+    return lambda b, _, __: b.console(stream, lines, 0, ts)
+
+
+def _context(experiment: dict[str, Any], patches: list[dict[str, Any]], source: Source) -> dict[str, Any] | None:
+    details, info, git_meta = experiment["system_details"], experiment["system_info"], experiment["git"]
+    if not details and not experiment["packages"] and not git_meta:
+        return None
+
+    def text(value: Any) -> str:
+        return value if isinstance(value, str) else ""
+
+    command = details.get("command")
+    packages = {}
+    for line in experiment["packages"]:
+        name, sep, version = line.partition("==")
+        if sep and name:
+            packages[name] = version
+    env = details.get("env")
+    gpus = info.get("gpus")
+    cpu_count = info.get("cpu_count")
+    others = experiment["others"]
+    git = None
+    diff = None
+    if isinstance(git_meta, dict) and isinstance(git_meta.get("parent"), str):
+        untracked: Any = others.get("git_untracked")
+        try:
+            untracked = json.loads(untracked) if isinstance(untracked, str) else []
+        except ValueError:
+            untracked = []
+        git = {"commit": git_meta["parent"], "branch": git_meta.get("branch") or None,
+               "remote": git_meta.get("origin") or None, "dirty": others.get("git_dirty") is True,
+               "untracked": [u for u in untracked if isinstance(u, str)] if isinstance(untracked, list) else []}
+        for patch in patches[-1:]:
+            diff = _patch_text(patch, source)
+    return dict(
+        command=[str(c) for c in command] if isinstance(command, list) else text(command).split(),
+        python_version=text(details.get("python_version")), python_executable=text(details.get("python_exe")),
+        hostname=text(details.get("hostname")), os=text(details.get("os")), cpu=text(details.get("processor")),
+        cpu_count=cpu_count if type(cpu_count) is int else None,
+        gpus=[g.strip() for g in gpus.split(",") if g.strip()] if isinstance(gpus, str) else [],
+        packages=packages,
+        environment={str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {},
+        git=git, diff=diff)
+
+
+def _patch_text(upload: dict[str, Any], source: Source) -> str | None:
+    """The diff inside a git-patch upload: a zip (in the archive) holding ``git_diff.patch``."""
+    if upload["member"] is None:
+        return None
+    inner = source.zip_member(upload["archive"], upload["member"])
+    with zipfile.ZipFile(io.BytesIO(inner)) as patch:
+        if GIT_PATCH_MEMBER not in patch.namelist():
+            return None
+        return source.zip_member(patch, GIT_PATCH_MEMBER).decode("utf-8", errors="replace")
 
 
 # --------------------------------------------------------------------------- uploads

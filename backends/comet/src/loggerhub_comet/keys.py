@@ -19,6 +19,8 @@ refused with :class:`NameTooLong` instead (the backend turns it into ``Rejected`
 
 from __future__ import annotations
 
+from loggerhub_hookspecs.telemetry import parse_system_key
+
 ESCAPE = "!"
 #: Names the Comet SDK writes itself; user keys with these names are escaped.
 RESERVED = frozenset({"curr_step", "curr_epoch", "process duration"})
@@ -51,3 +53,68 @@ def metric_name(key: str) -> str:
             f"metric and parameter names to {MAX_NAME_LENGTH}, which could merge it with another key"
         )
     return name
+
+
+# -- system metrics ----------------------------------------------------------------------------
+#
+# comet_ml's own system monitor (comet_ml/system) logs ``sys.*`` metrics, which Comet's System
+# Metrics tab shows: ``sys.cpu.percent.avg``, ``sys.ram.used`` (bytes, total minus available),
+# ``sys.ram.percent.used``, ``sys.disk.read_bps`` / ``write_bps`` (bytes per second),
+# ``sys.disk.root.used`` (bytes), ``sys.network.receive_bps`` / ``send_bps``, and per GPU
+# ``sys.gpu.<i>.gpu_utilization`` (%), ``used_memory`` / ``total_memory`` (bytes), ``temperature``
+# (°C) and ``power_usage`` (milliwatts, as NVML reports it). loggerhub's series Comet does not
+# sample go beside them under ``sys.loggerhub.`` (``sys.loggerhub.process_memory_mb``).
+
+BYTES_PER_MB = 2.0**20
+SYSTEM_PREFIX = "sys."
+OWN_SYSTEM_PREFIX = "sys.loggerhub."
+
+_HOST = {
+    "system/cpu_percent": ("sys.cpu.percent.avg", 1.0),
+    "system/memory_used_mb": ("sys.ram.used", BYTES_PER_MB),
+    "system/memory_percent": ("sys.ram.percent.used", 1.0),
+    "system/disk_used_mb": ("sys.disk.root.used", BYTES_PER_MB),
+    "system/disk_read_mb_s": ("sys.disk.read_bps", BYTES_PER_MB),
+    "system/disk_write_mb_s": ("sys.disk.write_bps", BYTES_PER_MB),
+    "system/network_receive_mb_s": ("sys.network.receive_bps", BYTES_PER_MB),
+    "system/network_transmit_mb_s": ("sys.network.send_bps", BYTES_PER_MB),
+}
+_GPU = {
+    "utilization_percent": ("gpu_utilization", 1.0),
+    "memory_used_mb": ("used_memory", BYTES_PER_MB),
+    "memory_total_mb": ("total_memory", BYTES_PER_MB),
+    "temperature_c": ("temperature", 1.0),
+    "power_w": ("power_usage", 1000.0),
+}
+_HOST_BACK = {name: (key, 1 / factor) for key, (name, factor) in _HOST.items()}
+_GPU_BACK = {name: (quantity, 1 / factor) for quantity, (name, factor) in _GPU.items()}
+
+
+def system_metric_name(key: str) -> tuple[str, float] | None:
+    """The Comet metric a loggerhub system key becomes and the factor to Comet's unit, or
+    ``None`` for a key this version does not know."""
+    parsed = parse_system_key(key)
+    if parsed is None:
+        return None
+    if key in _HOST:
+        return _HOST[key]
+    if parsed.gpu is not None and parsed.gpu_quantity is not None and parsed.gpu_quantity.value in _GPU:
+        name, factor = _GPU[parsed.gpu_quantity.value]
+        return f"sys.gpu.{parsed.gpu}.{name}", factor
+    return OWN_SYSTEM_PREFIX + key.removeprefix("system/").replace("/", "."), 1.0
+
+
+def system_key(name: str) -> tuple[str, float] | None:
+    """The loggerhub system key of a Comet system metric (comet_ml's own or one this backend
+    wrote) and the factor back to loggerhub's unit; ``None`` for a metric loggerhub has no name for."""
+    if name in _HOST_BACK:
+        return _HOST_BACK[name]
+    parts = name.split(".")
+    if len(parts) == 4 and parts[:2] == ["sys", "gpu"] and parts[2].isdigit() and parts[3] in _GPU_BACK:
+        quantity, factor = _GPU_BACK[parts[3]]
+        return f"system/gpu/{int(parts[2])}/{quantity}", factor
+    if name.startswith(OWN_SYSTEM_PREFIX):
+        key = "system/" + name[len(OWN_SYSTEM_PREFIX):].replace(".", "/")
+        if parse_system_key(key) is not None:
+            return key, 1.0
+    return None

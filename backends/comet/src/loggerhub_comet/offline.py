@@ -12,6 +12,12 @@ Layout written by comet_ml 3.58 (checked by running it):
   ``source``), ``log_other`` (``key``, ``value``) and ``file_upload`` (``upload_type``,
   ``file_path`` = the archive member, ``additional_params`` with ``fileName`` or ``figName``,
   ``step``, ``epoch``, and ``metadata``).
+  The run's environment, as comet_ml's environment logging writes it: ``standard_output``
+  (``output``, ``stderr``, ``local_timestamp``: the Output tab), ``system_details`` (``command``,
+  ``env``, ``hostname``, ``os``, ``processor``, ``python_exe``, ``python_version``, ...),
+  ``system_info`` (``system_info.key`` / ``value``), ``installed_packages`` (``name==version``
+  lines), ``git_metadata`` (``parent`` = the commit, ``branch``, ``origin``, ...) and a
+  ``git-patch`` file upload (a zip holding the diff).
 * One member per uploaded file, under a temporary name.
 
 A resumed experiment is several archives with one ``offline_id``; :func:`read_offline_dir` merges
@@ -64,6 +70,9 @@ def read_offline_zip(path: str | Path) -> dict[str, Any]:
     * ``others``: the Other tab, name to value (last wins); it holds ``Name`` when one was set.
     * ``uploads``: one dict per file, ``{"upload_type", "name", "step", "epoch", "metadata",
       "member", "size", "type"}``; text samples carry ``text``, confusion matrices ``content``.
+    * ``output``: ``{"stderr", "output", "timestamp"}`` per ``standard_output`` message.
+    * ``system_details`` (the last one; ``{}`` without), ``system_info`` (key to value),
+      ``packages`` (the last ``installed_packages`` list), ``git`` (the last ``git_metadata``, or None).
     * ``unknown``: message types this reader does not interpret, with their counts.
     """
     path = Path(path)
@@ -80,6 +89,11 @@ def read_offline_zip(path: str | Path) -> dict[str, Any]:
             "others": {},
             "tags": list(experiment.get("tags") or []),
             "uploads": [],
+            "output": [],
+            "system_details": {},
+            "system_info": {},
+            "packages": [],
+            "git": None,
             "unknown": {},
         }
         for message in iter_messages(archive):
@@ -110,6 +124,18 @@ def _apply(result: dict[str, Any], message: dict[str, Any], archive: zipfile.Zip
         result["others"][payload.get("key")] = payload.get("value")
     elif kind == "file_upload":
         result["uploads"].append(_upload(payload, archive, members))
+    elif kind == "standard_output":
+        result["output"].append({"stderr": bool(payload.get("stderr")), "output": payload.get("output") or "",
+                                 "timestamp": payload.get("local_timestamp")})
+    elif kind == "system_details":
+        result["system_details"] = {k: v for k, v in payload.items() if k != "message_id"}
+    elif kind == "system_info":
+        info = payload.get("system_info") or {}
+        result["system_info"][info.get("key")] = info.get("value")
+    elif kind == "installed_packages":
+        result["packages"] = list(payload.get("installed_packages") or [])
+    elif kind == "git_metadata":
+        result["git"] = payload.get("git_metadata")
     else:
         result["unknown"][kind] = result["unknown"].get(kind, 0) + 1
 
@@ -169,11 +195,15 @@ def read_offline_dir(directory: str | Path, skipped: list[str] | None = None) ->
             target = merged[part["key"]] = {
                 "key": part["key"], "experiment": part["experiment"], "parts": [],
                 "params": {}, "system_params": {}, "metrics": {}, "others": {}, "tags": [],
-                "uploads": [], "unknown": {},
+                "uploads": [], "output": [], "system_details": {}, "system_info": {}, "packages": [],
+                "git": None, "unknown": {},
             }
         target["parts"].append(part["path"])
-        for field in ("params", "system_params", "others"):
+        for field in ("params", "system_params", "others", "system_details", "system_info"):
             target[field].update(part[field])
+        target["output"].extend(part["output"])
+        target["packages"] = part["packages"] or target["packages"]
+        target["git"] = part["git"] or target["git"]
         for name, points in part["metrics"].items():
             target["metrics"].setdefault(name, []).extend(points)
         target["uploads"].extend(part["uploads"])

@@ -46,11 +46,13 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from loggerhub_hookspecs import (  # noqa: E402
     ArtifactKind,
     ArtifactRecord,
+    ConsoleRecord,
     FigureRecord,
     ImageRecord,
     MetricPoint,
     ParamValue,
     Rejected,
+    RunContext,
     RunError,
     RunInfo,
     Status,
@@ -59,9 +61,20 @@ from loggerhub_hookspecs import (  # noqa: E402
     TextRecord,
 )
 from loggerhub_hookspecs.kit import TrackerSession, box_dict, draw_boxes  # noqa: E402
-from loggerhub_mlflow.keys import KeyCollision, KeyMap, UnmappableKey, to_tracker  # noqa: E402
+from loggerhub_hookspecs.telemetry import seconds_since_start  # noqa: E402
+from loggerhub_mlflow import _groups, _telemetry  # noqa: E402
+from loggerhub_mlflow.keys import (  # noqa: E402
+    KeyCollision,
+    KeyMap,
+    UnmappableKey,
+    system_scale,
+    system_to_tracker,
+    to_tracker,
+)
 
 MAX_METRICS_PER_BATCH = 1000
+#: ``log_batch`` requests of one delivery call sent at once (see ``MlflowSession.log_metrics``).
+CONCURRENT_BATCHES = 4
 MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_VALUE_LENGTH = 6000
 MAX_TAG_VALUE_LENGTH = 8000
@@ -226,6 +239,9 @@ class MlflowSession(TrackerSession):
         self._params_doc: dict[str, Any] | None = {"params": {}, "differs": {}} if fresh else None
         if mlflow_run.info.status != RunStatus.to_string(RunStatus.RUNNING):
             self.client.update_run(self.run_id, status="RUNNING")  # a finished run goes on
+        self.parent_run_id: str | None = mlflow_run.data.tags.get(_groups.PARENT_TAG) if run.group else None
+        if self.parent_run_id is not None and not fresh:
+            _groups.reopen_parent(self.client, self.parent_run_id)
         if not known:
             self.client.log_dict(self.run_id, _run_document(run), RUN_FILE)
 
@@ -248,6 +264,8 @@ class MlflowSession(TrackerSession):
             if name in tags:
                 self.client.delete_tag(self.run_id, name)
         self.client.set_terminated(self.run_id, status.value, end_time=_millis(ended_at))
+        if self.parent_run_id is not None:
+            _groups.end_parent(self.client, self.run, self.experiment_id, self.parent_run_id)
 
     # -- params -----------------------------------------------------------------------------
 
@@ -303,8 +321,11 @@ class MlflowSession(TrackerSession):
 
     @delivery
     def log_metrics(self, points: Sequence[MetricPoint]) -> None:
-        """One ``log_batch`` per 1000 points. A retried batch is harmless: MLflow's SQL store
-        ignores a point whose key, step, timestamp and value it already holds."""
+        """One ``log_batch`` per 1000 points, up to :data:`CONCURRENT_BATCHES` in flight: order
+        does not matter to MLflow (its SQL store locks a run's latest-metric rows and ignores a
+        point whose key, step, timestamp and value it already holds), so a retried or reordered
+        batch is harmless. The call returns, and loggerhub commits the journal offset, only once
+        every batch is acknowledged; any failure fails the call, and all of it is sent again."""
         metrics: list[Metric] = []
         refused: dict[str, str] = {}
         for point in points:
@@ -314,8 +335,19 @@ class MlflowSession(TrackerSession):
                 refused.setdefault(point.key, str(error))
                 continue
             metrics.append(Metric(name, point.value, _millis(point.timestamp), point.step))
-        for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+        chunks = list(_chunks(metrics, MAX_METRICS_PER_BATCH))
+        if len(chunks) == 1:
+            self.client.log_batch(self.run_id, metrics=chunks[0], synchronous=True)
+        elif chunks:
+            # One server request at a time leaves the server idle while the client builds the
+            # next, and the client idle while the server stores: in flight together, both work.
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(CONCURRENT_BATCHES, len(chunks))) as pool:
+                sent = [pool.submit(self.client.log_batch, self.run_id, metrics=chunk, synchronous=True)
+                        for chunk in chunks]
+                for future in sent:
+                    future.result()
         if refused:
             raise Rejected("MLflow cannot hold these metric keys (the other points were delivered): "
                            + "; ".join(refused.values()))
@@ -473,6 +505,60 @@ class MlflowSession(TrackerSession):
             _place(local, staged)
             self.client.log_artifact(self.run_id, str(staged), folder or None)
 
+    # -- telemetry --------------------------------------------------------------------------
+
+    _system_keys: KeyMap | None = None
+
+    @delivery
+    def log_system_metrics(self, points: Sequence[MetricPoint]) -> None:
+        """Under MLflow's own system metric names (``keys.SYSTEM_NAMES``), so that MLflow's UI
+        charts them in its system metrics section; the step is whole seconds since the run
+        started (MLflow's monitor counts samples instead; seconds stay the same on redelivery).
+        Megabytes are MLflow's (10**6 bytes), converted from loggerhub's MiB."""
+        if self._system_keys is None:
+            self._system_keys = KeyMap(lambda key, kind: system_to_tracker(key))
+        metrics: list[Metric] = []
+        refused: dict[str, str] = {}
+        for point in points:
+            try:
+                name = self._system_keys(point.key)
+            except (UnmappableKey, KeyCollision) as error:
+                refused.setdefault(point.key, str(error))
+                continue
+            step = seconds_since_start(point.timestamp, self.run.started_at)
+            metrics.append(Metric(name, point.value * system_scale(name), _millis(point.timestamp), step))
+        for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+        if refused:
+            raise Rejected("MLflow cannot hold these system metric keys (the other points were delivered): "
+                           + "; ".join(refused.values()))
+
+    @delivery
+    def log_console(self, output: ConsoleRecord) -> None:
+        """Appended to ``console/<stream>.log`` (see ``_telemetry.ConsoleCopy``): a copy beside
+        the journal holds the text, and its current part is uploaded whole."""
+        copy = _telemetry.ConsoleCopy(self.run.dir / "consumers" / "mlflow-console" / self.run_id)
+        part = copy.append(output)
+        self.client.log_artifact(self.run_id, str(part), _telemetry.CONSOLE_FOLDER)
+
+    @delivery
+    def log_context(self, context: RunContext) -> None:
+        """MLflow's source and git tags, host fields as ``loggerhub.*`` tags, and
+        ``context/requirements.txt``, ``context/git.diff`` and ``context/context.json``."""
+        tags = [RunTag(name, value) for name, value in _telemetry.context_tags(context).items()]
+        self.client.log_batch(self.run_id, tags=tags, synchronous=True)
+        folder = _telemetry.CONTEXT_FOLDER
+        self.client.log_text(self.run_id, context.requirements(),
+                             f"{folder}/{_telemetry.REQUIREMENTS_FILE}")
+        self.client.log_dict(self.run_id, _telemetry.context_document(context),
+                             f"{folder}/{_telemetry.CONTEXT_FILE}")
+        diff = context.git.diff_path if context.git is not None else None
+        if diff is not None:
+            if not diff.exists():  # deleted from the run directory: no retry brings it back
+                raise Rejected(f"the git diff is gone from the run directory (the rest of the context "
+                               f"was delivered): {diff}")
+            self._upload_file(diff, f"{folder}/{_telemetry.DIFF_FILE}")
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -499,8 +585,12 @@ def _find_or_create(client: MlflowClient, run: RunInfo, artifact_root: str | Non
         found = client.search_runs([experiment_id], f"tags.`{RUN_ID_TAG}` = '{run.run_id}'", max_results=1)
         if found:
             return found[0], False
+    run_name = run.name
+    if run.group is not None:
+        tags.update(_groups.child_tags(client, experiment_id, run, _millis(run.started_at)))
+        run_name = _groups.child_name(run)
     created = client.create_run(experiment_id, start_time=_millis(run.started_at), tags=tags,
-                                run_name=run.name)
+                                run_name=run_name)
     return created, True
 
 

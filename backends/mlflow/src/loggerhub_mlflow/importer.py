@@ -61,7 +61,7 @@ from loggerhub_hookspecs.importers import (
     write_in_order,
     write_metrics,
 )
-from loggerhub_mlflow.keys import from_tracker, to_tracker
+from loggerhub_mlflow.keys import from_tracker, system_from_tracker, system_scale, to_tracker
 
 RUN_ID_TAG = "loggerhub.run_id"
 PROJECT_TAG = "loggerhub.project"
@@ -79,6 +79,16 @@ ARTIFACT_FOLDERS = {"models": ArtifactKind.MODEL, "datasets": ArtifactKind.DATAS
 RECORD_NAME = re.compile(r"^(?P<key>.+)\+step\+(?P<step>\d+)\+timestamp\+(?P<ms>\d+)\+(?P<suffix>[^/+]+)"
                          r"(?P<compressed>\+compressed)?\.(?P<ext>\w+)$")
 STATUSES = {"FINISHED": Status.FINISHED, "FAILED": Status.FAILED, "KILLED": Status.KILLED}
+SYSTEM_PREFIX = "system/"
+#: The backend's context files (see ``_telemetry``), read back as the run's context record.
+CONTEXT_FILE, CONTEXT_REQUIREMENTS, CONTEXT_DIFF = (
+    "context/context.json", "context/requirements.txt", "context/git.diff")
+CONTEXT_FIELDS = ("python_version", "python_executable", "hostname", "os", "cpu", "cpu_count", "gpus",
+                  "packages", "environment")
+#: MLflow's source tags (``mlflow.utils.mlflow_tags``): a run's context where its client set them.
+SOURCE_NAME_TAG = "mlflow.source.name"
+GIT_COMMIT_TAG, GIT_BRANCH_TAG, GIT_REPO_URL_TAG, GIT_DIRTY_TAG = (
+    "mlflow.source.git.commit", "mlflow.source.git.branch", "mlflow.source.git.repoURL", "mlflow.source.git.dirty")
 
 class MlflowImporter(Importer):
     name = "mlflow"
@@ -195,9 +205,12 @@ def _import_run(client: Any, uri: str, run: Any, experiment_name: str, factory: 
             for path in (RUN_FILE, PARAMS_FILE):
                 files.pop(path, None)
         end = info.end_time / 1000 if info.end_time else None
-        items = _metric_items(client, info.run_id, list(data.metrics), ours, source)
+        system = [name for name in data.metrics if name.startswith(SYSTEM_PREFIX)]
+        items = _metric_items(client, info.run_id, [n for n in data.metrics if n not in system], ours, source)
+        items += _system_items(client, info.run_id, system, source)
         last = max([started, *(item.ts for item in items)])
         stamp = max(end or last, last)
+        items += _context_items(files, data.tags, ours, started, source)
         items += _artifact_items(files, data.tags, ours, stamp, builder.scratch, builder, source)
         items += _logged_models(client, uri, run, builder.scratch, builder, source)
         if run.inputs is not None and run.inputs.dataset_inputs:
@@ -345,8 +358,11 @@ def _tags(tags: Mapping[str, str], logged: Mapping[str, str] | None, ours: bool)
     for key in own:
         with contextlib.suppress(ValueError):
             escaped.add(to_tracker(key))
+    # The backend's own tags: its loggerhub.* ones, its context (MLflow's mlflow.source.* names,
+    # imported as the context record) and a rank's parent run.
+    own_names = ("loggerhub.", "mlflow.source.", "mlflow.parentRunId")
     result = {name: value for name, value in tags.items()
-              if name not in CONSUMED_TAGS and not (ours and (name.startswith("loggerhub.") or name in escaped))}
+              if name not in CONSUMED_TAGS and not (ours and (name.startswith(own_names) or name in escaped))}
     result.update(own)
     return result
 
@@ -369,6 +385,63 @@ def _metric_items(client: Any, run_id: str, names: list[str], ours: bool, source
     return [Pending(ts, step, 0, _metrics(values, source, (f"run {run_id} metrics at step {step}", None)),
                     where=(f"run {run_id} metrics at step {step}", None))
             for (ts, step), records in groups.items() for values in records]
+
+
+def _system_items(client: Any, run_id: str, names: list[str], source: Source) -> list[Pending]:
+    """MLflow's ``system/`` metrics (its monitor's, or the backend's) as system metrics records,
+    under loggerhub's names where loggerhub has the series. MLflow's step is a sample count (or,
+    from the backend, seconds since the start), not a training step: each sample gets the
+    training step reached at its time instead."""
+    samples: dict[float, dict[str, float]] = {}
+    for name in names:
+        key, scale = system_from_tracker(name), system_scale(name)
+        for metric in client.get_metric_history(run_id, name):
+            samples.setdefault(metric.timestamp / 1000, {})[key] = _value(metric.value) / scale
+    return [Pending(ts, -1, 0, _system(values), auto_step=True, where=(f"run {run_id} system metrics", None))
+            for ts, values in samples.items()]
+
+
+def _system(values: dict[str, float]) -> Emit:
+    return lambda b, step, ts: b.system_metrics(values, step, ts)
+
+
+def _context_items(files: dict[str, Path], tags: Mapping[str, str], ours: bool, started: float,
+                   source: Source) -> list[Pending]:
+    """The run context: the backend's ``context/context.json`` (and the diff beside it), or, for
+    any other run, what MLflow's own git and source tags say; nothing without a git commit
+    there. ``files`` loses the backend's context files."""
+    document: dict[str, Any] = {}
+    diff_file = None
+    if ours:
+        diff_file = files.pop(CONTEXT_DIFF, None)
+        files.pop(CONTEXT_REQUIREMENTS, None)
+        local = files.pop(CONTEXT_FILE, None)
+        if local is not None:
+            try:
+                document = dict(_read_json(local, source))
+            except (ValueError, TypeError) as error:
+                source.skip(CONTEXT_FILE, None, f"not a context document: {type(error).__name__}")
+    if not document:
+        if not tags.get(GIT_COMMIT_TAG):
+            return []
+        document = {"command": [tags[SOURCE_NAME_TAG]] if tags.get(SOURCE_NAME_TAG) else [],
+                    "git": {"commit": tags[GIT_COMMIT_TAG], "branch": tags.get(GIT_BRANCH_TAG),
+                            "remote": tags.get(GIT_REPO_URL_TAG),
+                            "dirty": tags.get(GIT_DIRTY_TAG, "false") == "true"}}
+    return [Pending(_number(document.get("timestamp")) or started, -1, 0, _context(document, diff_file, source),
+                    auto_step=True, where=(CONTEXT_FILE if ours else "mlflow.source.git tags", None))]
+
+
+def _context(document: dict[str, Any], diff_file: Path | None, source: Source) -> Emit:
+    def emit(b: Any, step: int, ts: float) -> None:
+        git = document.get("git")
+        if isinstance(git, dict):
+            git = {name: git[name] for name in ("commit", "branch", "remote", "dirty", "untracked") if name in git}
+        diff = _read_bytes(diff_file, source) if diff_file is not None and git else None
+        b.context(ts, command=document.get("command") or (), git=git or None, diff=diff,
+                  **{name: document[name] for name in CONTEXT_FIELDS if document.get(name) is not None})
+
+    return emit
 
 
 def _value(value: float) -> float:

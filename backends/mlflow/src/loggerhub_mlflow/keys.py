@@ -29,6 +29,8 @@ import re
 from collections.abc import Callable
 from itertools import pairwise
 
+from loggerhub_hookspecs.telemetry import GpuQuantity, SystemKey, gpu_key, parse_system_key
+
 __all__ = [
     "IMAGE_KEY_MAX_LENGTH",
     "NAME_MAX_LENGTH",
@@ -36,6 +38,9 @@ __all__ = [
     "KeyMap",
     "UnmappableKey",
     "from_tracker",
+    "system_from_tracker",
+    "system_scale",
+    "system_to_tracker",
     "to_tracker",
 ]
 
@@ -180,3 +185,68 @@ class KeyMap:
 
 def _short(text: str, limit: int = 80) -> str:
     return repr(text) if len(text) <= limit else repr(text[: limit - 3] + "...")
+
+
+# --------------------------------------------------------------------------- system metrics
+
+#: loggerhub's host series -> the names MLflow's own system metrics monitor logs
+#: (``mlflow.system_metrics.metrics``: cpu_monitor, disk_monitor), so that MLflow's UI charts
+#: them in its system metrics section. A series MLflow does not sample keeps its loggerhub name:
+#: the process's CPU and memory, disk I/O rates, and the network *rates* (MLflow's
+#: ``network_receive_megabytes`` is a total since the monitor started, another quantity).
+SYSTEM_NAMES: dict[str, str] = {
+    SystemKey.CPU_PERCENT.value: "system/cpu_utilization_percentage",
+    SystemKey.MEMORY_USED_MB.value: "system/system_memory_usage_megabytes",
+    SystemKey.MEMORY_PERCENT.value: "system/system_memory_usage_percentage",
+    SystemKey.DISK_USED_MB.value: "system/disk_usage_megabytes",
+    SystemKey.DISK_FREE_MB.value: "system/disk_available_megabytes",
+}
+
+#: loggerhub's per-GPU quantities -> the suffix of MLflow's ``system/gpu_<i>_<suffix>`` (gpu_monitor).
+#: MLflow has no GPU temperature or total memory series.
+GPU_SUFFIXES: dict[GpuQuantity, str] = {
+    GpuQuantity.UTILIZATION_PERCENT: "utilization_percentage",
+    GpuQuantity.MEMORY_USED_MB: "memory_usage_megabytes",
+    GpuQuantity.MEMORY_PERCENT: "memory_usage_percentage",
+    GpuQuantity.POWER_W: "power_usage_watts",
+}
+
+#: loggerhub's MB are MiB (2**20 bytes, ``loggerhub.telemetry.system``); MLflow's megabytes are
+#: 10**6 bytes (its monitors divide by 1e6). A value under an MLflow ``_megabytes`` name is
+#: converted, so that it means what MLflow's own series means.
+MIB_IN_MEGABYTES = 2**20 / 10**6
+
+_SYSTEM_KEYS = {name: key for key, name in SYSTEM_NAMES.items()}
+_GPU_QUANTITIES = {suffix: quantity for quantity, suffix in GPU_SUFFIXES.items()}
+_MLFLOW_GPU = re.compile(r"system/gpu_(\d+)_([a-z_]+)")
+
+
+def system_to_tracker(key: str) -> str:
+    """The MLflow name of a system metric: MLflow's own where it has the series, otherwise the
+    key itself (escaped by :func:`to_tracker`, like any other name)."""
+    name = SYSTEM_NAMES.get(key)
+    if name is not None:
+        return name
+    parsed = parse_system_key(key)
+    if parsed is not None and parsed.gpu is not None and parsed.gpu_quantity in GPU_SUFFIXES:
+        return f"system/gpu_{parsed.gpu}_{GPU_SUFFIXES[parsed.gpu_quantity]}"
+    return to_tracker(key)
+
+
+def system_scale(name: str) -> float:
+    """The factor from loggerhub's unit to MLflow's for the MLflow name of a mapped system metric."""
+    mapped = name in _SYSTEM_KEYS or _MLFLOW_GPU.fullmatch(name) is not None
+    return MIB_IN_MEGABYTES if mapped and name.endswith("_megabytes") else 1.0
+
+
+def system_from_tracker(name: str) -> str:
+    """The loggerhub key of an MLflow ``system/`` metric: loggerhub's name where MLflow's series
+    is one of loggerhub's, otherwise MLflow's name unchanged (``system/disk_usage_percentage``,
+    ``system/network_receive_megabytes``, a node's ``system/node_0/...``)."""
+    key = _SYSTEM_KEYS.get(name)
+    if key is not None:
+        return key
+    match = _MLFLOW_GPU.fullmatch(name)
+    if match is not None and match.group(2) in _GPU_QUANTITIES:
+        return gpu_key(int(match.group(1)), _GPU_QUANTITIES[match.group(2)])
+    return from_tracker(name)

@@ -35,17 +35,21 @@ from neptune import attributes as attrs
 from neptune.attributes.constants import MONITORING_TRACEBACK_ATTRIBUTE_PATH, SYSTEM_FAILED_ATTRIBUTE_PATH
 from neptune.attributes.namespace import Namespace
 from neptune.exceptions import FileNotFound, MetadataInconsistency, OperationNotSupported
+from neptune.metadata_containers.run import generate_monitoring_namespace
 from neptune.types import File, FileSet, GitRef
+from neptune.types.series import FloatSeries
 
 from loggerhub_hookspecs import (
     ArtifactKind,
     ArtifactRecord,
     Box,
+    ConsoleRecord,
     FigureRecord,
     ImageRecord,
     MetricPoint,
     ParamValue,
     Rejected,
+    RunContext,
     RunError,
     RunInfo,
     Status,
@@ -54,7 +58,7 @@ from loggerhub_hookspecs import (
 )
 from loggerhub_hookspecs.kit import TrackerSession, box_dict, draw_boxes
 from loggerhub_neptune import offline
-from loggerhub_neptune.keys import KeyCollision, KeyMap
+from loggerhub_neptune.keys import KeyCollision, KeyMap, monitoring_series
 
 MODES = ("async", "sync", "offline", "debug")
 OPTIONS = frozenset({"project", "mode", "data_dir", "capture_hardware_metrics", "git_ref"})
@@ -78,6 +82,18 @@ STARTED_AT = f"{OWN}/started_at"
 ENDED_AT = f"{OWN}/ended_at"
 ERROR_TYPE = f"{OWN}/error/type"
 ERROR_MESSAGE = f"{OWN}/error/message"
+GROUP, RANK, WORLD_SIZE = f"{OWN}/group", f"{OWN}/rank", f"{OWN}/world_size"
+#: Neptune's group tags: the runs table groups runs by them by default.
+GROUP_TAGS = "sys/group_tags"
+#: Where Neptune's client writes the machine's name (``sys/hostname``) and, with
+#: ``dependencies="infer"``, the installed packages and, for a dirty checkout, ``git diff HEAD``.
+HOSTNAME = "sys/hostname"
+REQUIREMENTS = "source_code/requirements"
+DIFF = "source_code/diff"
+#: The git state: Neptune's own ``source_code/git`` is made by its server from what the client
+#: sends when it creates a run, which an offline run has no way to carry.
+GIT = f"{OWN}/git"
+CONTEXT = f"{OWN}/context"
 
 
 class _Conflict(Exception):
@@ -237,6 +253,13 @@ class NeptuneSession(TrackerSession):
         run[f"{OWN}/project"] = self.run.project
         run[f"{OWN}/status"] = "RUNNING"
         run[STARTED_AT] = _utc(self.run.started_at)
+        if self.run.group is not None:
+            run[GROUP_TAGS].add([self.run.group])
+            run[GROUP] = self.run.group
+            if self.run.rank is not None:
+                run[RANK] = self.run.rank
+            if self.run.world_size is not None:
+                run[WORLD_SIZE] = self.run.world_size
         if part is not None:
             # An offline run cannot be reopened: each delivery after a resume is a new container.
             run[f"{OWN}/part"] = part
@@ -324,6 +347,110 @@ class NeptuneSession(TrackerSession):
             return refused
 
         self._deliver(points, body)
+
+    @property
+    def monitoring(self) -> str:
+        """The run's monitoring namespace, ``monitoring/<hash>`` as Neptune's client names it per
+        process; the hash is of loggerhub's run id, so every part of a run writes the same one."""
+        return str(generate_monitoring_namespace(self.run.run_id))
+
+    def log_system_metrics(self, points: Sequence[MetricPoint]) -> None:
+        # The number of GPUs decides Neptune's GPU series names ("gpu" for one, "gpu_0" ...):
+        # the context says it; without one, the sample does.
+        gpus = self.state.get("gpu_count") or len({p.key.split("/")[2] for p in points
+                                                   if p.key.startswith("system/gpu/")})
+        native = [(p, monitoring_series(p.key, gpus)) for p in points]
+
+        def body() -> list[str]:
+            refused = []
+            for point, series in native:
+                if not math.isfinite(point.value):
+                    refused.append(f"system metric {point.key!r}: {point.value} is not a sample")
+                    continue
+                if series is None:
+                    # A series a newer loggerhub samples goes where any metric goes.
+                    path, value = self.keys.path(point.key), point.value
+                else:
+                    path, value = f"{self.monitoring}/{series.name}", point.value * series.factor
+                    if self.neptune_run.get_attribute(path) is None:
+                        percent = series.unit == "%"
+                        self._steps.once(f"config {path}", functools.partial(self._assign, path, FloatSeries(
+                            [], min=0.0 if percent else None, max=100.0 if percent else None, unit=series.unit)))
+                self._check(path, attrs.FloatSeries)
+                if self._new_sample(path, point):
+                    # No step for Neptune's series, like its own monitor: the server numbers them.
+                    self._steps.once(path, functools.partial(
+                        self.neptune_run[path].extend, [value], steps=None if series else [point.step],
+                        timestamps=[point.timestamp]))
+            return refused
+
+        self._deliver(points, body)
+
+    def log_console(self, output: ConsoleRecord) -> None:
+        def body() -> list[str]:
+            path = f"{self.monitoring}/{output.stream}"
+            self._check(path, attrs.StringSeries)
+            lines = [line[:STRING_SERIES_MAX] for line in output.lines]
+            last = self._delivered.get(path)
+            if lines and (last is None or last[1:] != (float(output.timestamp), lines[-1])):
+                self._steps.once(path, lambda: self.neptune_run[path].extend(
+                    lines, timestamps=[output.timestamp] * len(lines)))
+            return []
+
+        if output.stream not in ("stdout", "stderr"):
+            raise Rejected(f"console stream {output.stream!r}: expected stdout or stderr")
+        self._deliver(output, body)
+
+    def log_context(self, context: RunContext) -> None:
+        def body() -> list[str]:
+            run = self.neptune_run
+            fields: dict[str, Any] = {
+                HOSTNAME: context.hostname,
+                f"{self.monitoring}/hostname": context.hostname,
+                f"{CONTEXT}/command": json.dumps(list(context.command), ensure_ascii=False),
+                f"{CONTEXT}/python_version": context.python_version,
+                f"{CONTEXT}/python_executable": context.python_executable,
+                f"{CONTEXT}/os": context.os,
+                f"{CONTEXT}/cpu": context.cpu,
+                f"{CONTEXT}/gpus": json.dumps(list(context.gpus), ensure_ascii=False),
+                f"{CONTEXT}/environment": json.dumps(dict(context.environment), ensure_ascii=False),
+                f"{CONTEXT}/captured_at": _utc(context.timestamp),
+            }
+            if context.cpu_count is not None:
+                fields[f"{CONTEXT}/cpu_count"] = context.cpu_count
+            git = context.git
+            if git is not None:
+                fields.update({f"{GIT}/commit": git.commit, f"{GIT}/dirty": git.dirty,
+                               f"{GIT}/untracked": json.dumps(list(git.untracked), ensure_ascii=False),
+                               f"{GIT}/diff_truncated": git.diff_truncated})
+                if git.branch is not None:
+                    fields[f"{GIT}/branch"] = git.branch
+                if git.remote is not None:
+                    fields[f"{GIT}/remote"] = git.remote
+            for path, value in fields.items():
+                if isinstance(value, str):
+                    value = value[:STRING_SERIES_MAX * 16]  # Neptune's string atoms end at 16384
+                self._check(path, _ATOM_TYPES.get(type(value), attrs.Datetime), replace=True)
+                self._steps.once(path, functools.partial(self._assign, path, value))
+            if context.packages:
+                self._check(REQUIREMENTS, attrs.File)
+                # As the client's dependencies="infer" uploads them: name==version lines.
+                self._steps.once(REQUIREMENTS, lambda: run[REQUIREMENTS].upload(
+                    File.from_content(context.requirements())))
+            if git is not None and git.diff_path is not None:
+                try:
+                    patch = git.diff_path.read_bytes()
+                except FileNotFoundError as error:
+                    raise Rejected(f"git diff {git.diff_path} is gone from the run directory") from error
+                self._check(DIFF, attrs.File)
+                # The content, as the client's own git tracking uploads it: the op log then holds
+                # the diff itself (size-capped by loggerhub), not a path into the run directory.
+                self._steps.once(DIFF, lambda: run[DIFF].upload(File.from_content(patch, extension="patch")))
+            if context.gpus:
+                self.state["gpu_count"] = len(context.gpus)
+            return []
+
+        self._deliver(context, body)
 
     def log_image(self, image: ImageRecord) -> None:
         def body() -> list[str]:
@@ -454,6 +581,11 @@ class NeptuneSession(TrackerSession):
             if (float(item.step), float(item.timestamp)) == last[:2]:
                 return list(items[index + 1:])
         return list(items)
+
+    def _new_sample(self, path: str, point: MetricPoint) -> bool:
+        """Whether a system sample is not the one the run's previous container ends with."""
+        last = self._delivered.get(path)
+        return last is None or last[1] != float(point.timestamp)
 
     def _new_values(self, path: str, values: Sequence[str], timestamp: float) -> list[str]:
         """The same as :meth:`_new`, for a series without steps (the boxes)."""

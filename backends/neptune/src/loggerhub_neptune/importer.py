@@ -60,7 +60,7 @@ from loggerhub_hookspecs.importers import (
     write_metrics,
 )
 from loggerhub_neptune import offline
-from loggerhub_neptune.keys import RESERVED_ROOTS, from_segment_path, from_tracker, to_tracker
+from loggerhub_neptune.keys import RESERVED_ROOTS, from_segment_path, from_tracker, system_key, to_tracker
 
 __all__ = ["NeptuneImporter", "import_runs"]
 
@@ -69,12 +69,18 @@ OWN = "loggerhub"
 IMAGE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"})
 #: ``sys/*`` fields that describe the run (name, tags, status, id, times); the others are reported.
 USED_SYS = frozenset({"sys/name", "sys/tags", "sys/failed", "sys/id", "sys/custom_run_id",
-                      "sys/description", "sys/creation_time", "sys/modification_time"})
+                      "sys/description", "sys/creation_time", "sys/modification_time", "sys/hostname"})
 #: ``loggerhub/*`` bookkeeping of the backend, read for the run itself.
 USED_OWN = frozenset({"loggerhub/run_id", "loggerhub/project", "loggerhub/part", "loggerhub/status",
                       "loggerhub/ended_at", "loggerhub/error/type", "loggerhub/error/message"})
 #: Where the backend (like Neptune's client) keeps the traceback of a run that failed.
 TRACEBACK = "monitoring/traceback"
+#: The run's environment: where Neptune's client (``dependencies="infer"``, its git tracking) and
+#: the backend put it; read into one ``context`` record.
+REQUIREMENTS, DIFF, HOSTNAME = "source_code/requirements", "source_code/diff", "sys/hostname"
+CONTEXT, GIT = f"{OWN}/context/", f"{OWN}/git/"
+#: Fields of a monitoring namespace that describe the process rather than sample it.
+PROCESS_FIELDS = frozenset({"hostname", "pid", "tid"})
 BOXES, NONFINITE, LONG_TEXTS, FIGURES = (f"{OWN}/boxes/", f"{OWN}/nonfinite/", f"{OWN}/long_texts/",
                                          f"{OWN}/figures")
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -532,6 +538,8 @@ class _Mapper:
         self.boxes = self._boxes() if self.own else {}
         self.long_texts = self._long_texts() if self.own else {}
         self.series: list[tuple[str, str, list[tuple[int, float | None, float]]]] = []
+        self.context_fields: dict[str, dict[str, Any]] = {}
+        self.samples: dict[float, dict[str, float]] = {}
         self._names = itertools.count()
 
     # -- the run ---------------------------------------------------------------------------------
@@ -545,6 +553,8 @@ class _Mapper:
                 file, line = self.where.get(path, (path, 0))
                 self.source.skip(file, line or None, f"{path[:120]}: {type(error).__name__}")
         self._metrics()
+        self._system_metrics()
+        self._context()
         for key, step in self.long_texts:
             self.unmapped.append(f"long text without its string series entry: {key} step {step}")
         for key, entries in self.boxes.items():
@@ -623,6 +633,11 @@ class _Mapper:
         root = path.split("/", 1)[0]
         if self.own and path == TRACEBACK and self._error() is not None:
             return  # the run's error, with its end
+        if path in (REQUIREMENTS, DIFF, HOSTNAME) or (self.own and path.startswith((CONTEXT, GIT))):
+            self.context_fields[path] = item
+            return
+        if root == "monitoring" and path.count("/") == 2 and self._monitoring(path, item):
+            return
         if root == "sys":
             if path not in USED_SYS:
                 self.unmapped.append(f"Neptune system field {path}")
@@ -639,6 +654,9 @@ class _Mapper:
             self._by_type(path, path, item)
 
     def _own_field(self, path: str, item: dict[str, Any]) -> None:
+        if path in (f"{OWN}/group", f"{OWN}/rank", f"{OWN}/world_size"):
+            self.unmapped.append(f"{path}: the run's group (an import makes runs without groups)")
+            return
         if path in USED_OWN or path == FIGURES or path.startswith(BOXES):
             return  # read for the run, the figures and the images
         if path.startswith(LONG_TEXTS) and item["type"] == "file":
@@ -746,6 +764,99 @@ class _Mapper:
                 self._add(ts, step, f"metrics at step {step}",
                           functools.partial(_metrics, values, step, ts, self.source, self.where.get(
                               paths[(ts, step)], (paths[(ts, step)], None))), paths[(ts, step)])
+
+    # -- telemetry -------------------------------------------------------------------------------
+
+    def _monitoring(self, path: str, item: dict[str, Any]) -> bool:
+        """A field of a monitoring namespace (``monitoring/<hash>/<name>``): a system series,
+        stdout or stderr, or what names the process. False for another field (a traceback, a
+        user's series), which is mapped as any field is."""
+        name = path.rsplit("/", 1)[1]
+        if name in ("stdout", "stderr") and item["type"] == "string_series":
+            self._console(name, path, item["values"])
+            return True
+        if name in PROCESS_FIELDS and item["type"] == "string":
+            if name == "hostname":
+                self.context_fields.setdefault(HOSTNAME, item)
+            return True
+        found = system_key(name)
+        if found is None or item["type"] != "float_series":
+            return False
+        key, factor = found
+        for value in item["values"]:
+            if value.get("value") is None:
+                self.unmapped.append(f"{path}: a point without a value")
+                continue
+            at = value["ts"] if value.get("ts") is not None else self._ts(path)
+            # Neptune's monitor samples every series of a namespace together: one record a time.
+            self.samples.setdefault(at, {})[key] = float(value["value"]) * factor
+        return True
+
+    def _system_metrics(self) -> None:
+        for ts, values in self.samples.items():
+            # The training step at a sample is not kept: 0, as RunBuilder.system_metrics asks.
+            self._add(ts, 0, "system metrics", functools.partial(_telemetry, "system_metrics", values, 0, ts),
+                      "monitoring")
+
+    def _console(self, stream: str, path: str, values: list[dict[str, Any]]) -> None:
+        # Lines written together share their time: one console record again.
+        for ts, group in itertools.groupby(values, key=lambda v: v.get("ts")):
+            at = ts if ts is not None else self._ts(path)
+            lines = [str(v.get("value") or "") for v in group]
+            self._add(at, 0, f"console {path}", functools.partial(_telemetry, "console", stream, lines, 0, at),
+                      path)
+
+    def _context(self) -> None:
+        fields = self.context_fields
+        if not fields:
+            return
+
+        def atom(path: str, default: Any = None) -> Any:
+            return fields.get(path, {}).get("value", default)
+
+        def listed(path: str) -> list[str]:
+            try:
+                loaded = json.loads(atom(path) or "[]")
+            except (TypeError, ValueError):
+                return []
+            return [str(v) for v in loaded] if isinstance(loaded, list) else []
+
+        packages: dict[str, str] = {}
+        if REQUIREMENTS in fields:
+            for line in self._read(fields[REQUIREMENTS]).decode("utf-8", "replace").splitlines():
+                name, sep, version = line.strip().partition("==")
+                if sep and name:
+                    packages[name] = version
+        environment = {}
+        with_environment = atom(f"{CONTEXT}environment")
+        if isinstance(with_environment, str):
+            try:
+                loaded = json.loads(with_environment)
+                environment = {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+            except ValueError:
+                self.unmapped.append(f"{CONTEXT}environment: not a JSON object")
+        git = None
+        if isinstance(atom(f"{GIT}commit"), str):
+            git = {"commit": atom(f"{GIT}commit"), "branch": atom(f"{GIT}branch"), "remote": atom(f"{GIT}remote"),
+                   "dirty": bool(atom(f"{GIT}dirty", False)), "untracked": listed(f"{GIT}untracked")}
+        diff = None
+        if DIFF in fields and git is None:
+            self.unmapped.append(f"{DIFF} without the commit it applies to (a context holds a diff with its git state)")
+        elif DIFF in fields:
+            try:
+                diff = self._read(fields[DIFF])
+            except (OSError, OutsideSource) as error:
+                self.unmapped.append(f"{DIFF}: {type(error).__name__} (the run's git diff is not imported)")
+        captured = atom(f"{CONTEXT}captured_at")
+        ts = captured / 1000 if isinstance(captured, int) else (self.first or 0.0)
+        cpu_count = atom(f"{CONTEXT}cpu_count")
+        context = dict(
+            command=listed(f"{CONTEXT}command"), python_version=str(atom(f"{CONTEXT}python_version", "")),
+            python_executable=str(atom(f"{CONTEXT}python_executable", "")), hostname=str(atom(HOSTNAME, "")),
+            os=str(atom(f"{CONTEXT}os", "")), cpu=str(atom(f"{CONTEXT}cpu", "")),
+            cpu_count=cpu_count if isinstance(cpu_count, int) else None, gpus=listed(f"{CONTEXT}gpus"),
+            packages=packages, environment=environment, git=git, diff=diff)
+        self._add(ts, 0, "context", functools.partial(_context_record, ts, context), "loggerhub/context")
 
     # -- texts -----------------------------------------------------------------------------------
 
@@ -952,6 +1063,17 @@ class _Mapper:
 def _metrics(values: dict[str, float], step: int, ts: float, source: Source, where: tuple[str, int | None],
              builder: RunBuilder) -> None:
     write_metrics(builder, values, step, ts, source, where)
+
+
+def _telemetry(method: str, *args: Any) -> None:
+    # RunBuilder's system_metrics / console / context (loggerhub 0.3); the hookspecs protocol does
+    # not list them yet, hence the lookup by name.
+    *arguments, builder = args
+    getattr(builder, method)(*arguments)
+
+
+def _context_record(ts: float, fields: dict[str, Any], builder: RunBuilder) -> None:
+    builder.context(ts, **fields)
 
 
 def _text(key: str, text: str, step: int, ts: float, builder: RunBuilder) -> None:

@@ -19,6 +19,9 @@ Rule 1 alone (:func:`to_segment_path`) maps keys inside a namespace (parameters 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+
+from loggerhub_hookspecs.telemetry import GpuQuantity, SystemKey, gpu_key, parse_system_key
 
 #: Root namespaces a canonical key may not land in as it is.
 RESERVED_ROOTS = frozenset(
@@ -89,3 +92,74 @@ class KeyMap:
 
 class KeyCollision(ValueError):
     """Two canonical keys map to the same Neptune path."""
+
+
+
+# -- system metrics ----------------------------------------------------------------------------
+#
+# Neptune's own hardware monitor (neptune/common/hardware, HardwareMetricReportingJob) writes one
+# float series per resource under the run's monitoring namespace: ``cpu`` (%), ``memory`` (GB in
+# use, total minus available), and per GPU ``gpu`` (%), ``gpu_memory`` (GB used) and
+# ``gpu_power`` (W). A resource with one gauge is named by the resource alone; with several (more
+# than one GPU) each gauge gets the card index: ``gpu_0``, ``gpu_memory_1``. loggerhub's series
+# that Neptune does not sample keep their own names beside them (``process_cpu_percent``,
+# ``gpu_0_temperature_c``).
+
+#: MB per GB in Neptune's memory series (neptune.common.hardware.constants: 2**30 bytes per GB).
+MB_PER_GB = 1024.0
+
+_NATIVE_HOST = {SystemKey.CPU_PERCENT: ("cpu", 1.0, "%"), SystemKey.MEMORY_USED_MB: ("memory", 1 / MB_PER_GB, "GB")}
+_NATIVE_GPU = {GpuQuantity.UTILIZATION_PERCENT: ("gpu", 1.0, "%"),
+               GpuQuantity.MEMORY_USED_MB: ("gpu_memory", 1 / MB_PER_GB, "GB"),
+               GpuQuantity.POWER_W: ("gpu_power", 1.0, "W")}
+_NATIVE_GPU_NAME = re.compile(r"(gpu|gpu_memory|gpu_power)(?:_(\d+))?")
+_OWN_GPU_NAME = re.compile(r"gpu_(\d+)_([a-z_]+)")
+_UNITS = (("_percent", "%"), ("_mb_s", "MB/s"), ("_mb", "MB"), ("_temperature_c", "°C"), ("_power_w", "W"))
+
+
+@dataclass(frozen=True)
+class MonitoringSeries:
+    """Where a loggerhub system series goes in the monitoring namespace: the series ``name``,
+    the ``factor`` from loggerhub's unit to the ``unit`` Neptune shows."""
+
+    name: str
+    factor: float
+    unit: str | None
+
+
+def monitoring_series(key: str, gpu_count: int) -> MonitoringSeries | None:
+    """The series a loggerhub system key becomes, or ``None`` for a key this version does not
+    know. ``gpu_count`` is the number of GPUs the run sees: with one, Neptune names its GPU
+    series without an index."""
+    parsed = parse_system_key(key)
+    if parsed is None:
+        return None
+    if parsed.host is not None:
+        if parsed.host in _NATIVE_HOST:
+            return MonitoringSeries(*_NATIVE_HOST[parsed.host])
+        name = parsed.host.value.removeprefix("system/")
+    else:
+        assert parsed.gpu is not None and parsed.gpu_quantity is not None
+        if parsed.gpu_quantity in _NATIVE_GPU:
+            native, factor, native_unit = _NATIVE_GPU[parsed.gpu_quantity]
+            single = gpu_count == 1 and parsed.gpu == 0
+            return MonitoringSeries(native if single else f"{native}_{parsed.gpu}", factor, native_unit)
+        name = f"gpu_{parsed.gpu}_{parsed.gpu_quantity.value}"
+    unit = next((u for suffix, u in _UNITS if name.endswith(suffix)), None)
+    return MonitoringSeries(name, 1.0, unit)
+
+
+def system_key(name: str) -> tuple[str, float] | None:
+    """The loggerhub system key of a series in a monitoring namespace (Neptune's own or one this
+    backend wrote) and the factor back to loggerhub's unit; ``None`` for another field."""
+    for host, (native, factor, _) in _NATIVE_HOST.items():
+        if name == native:
+            return host.value, 1 / factor
+    match = _NATIVE_GPU_NAME.fullmatch(name)
+    if match:
+        for quantity, (native, factor, _) in _NATIVE_GPU.items():
+            if match.group(1) == native:
+                return gpu_key(int(match.group(2) or 0), quantity), 1 / factor
+    match = _OWN_GPU_NAME.fullmatch(name)
+    key = f"system/gpu/{match.group(1)}/{match.group(2)}" if match else f"system/{name}"
+    return (key, 1.0) if parse_system_key(key) is not None else None

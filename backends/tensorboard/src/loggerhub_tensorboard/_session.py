@@ -32,6 +32,7 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from loggerhub_hookspecs import (
     ArtifactRecord,
+    ConsoleRecord,
     FigureRecord,
     ImageRecord,
     LifecycleEvent,
@@ -39,6 +40,7 @@ from loggerhub_hookspecs import (
     ParamValue,
     Phase,
     Rejected,
+    RunContext,
     RunError,
     RunInfo,
     Status,
@@ -48,6 +50,7 @@ from loggerhub_hookspecs import (
     Unsupported,
 )
 from loggerhub_hookspecs.kit import TrackerSession, box_dict, draw_boxes
+from loggerhub_hookspecs.telemetry import seconds_since_start
 from loggerhub_tensorboard import keys, reader
 
 SCALARS = scalar_metadata.PLUGIN_NAME
@@ -58,6 +61,9 @@ RUN_TAG = keys.reserved("run")
 PARAMS_TAG = reader.PARAMS_TAG
 STATUS_TAG = reader.STATUS_TAG
 ERROR_TAG = reader.ERROR_TAG
+CONTEXT_TAG = reader.CONTEXT_TAG
+REQUIREMENTS_TAG = reader.REQUIREMENTS_TAG
+DIFF_TAG = reader.DIFF_TAG
 
 OPTION_NAMES = ("logdir", "flush_secs", "hparams_experiment")
 
@@ -101,9 +107,15 @@ def parse_options(run: RunInfo) -> Options:
         _warn(f"ignoring unknown option {name!r} (known: {', '.join(OPTION_NAMES)})")
     logdir = raw.get("logdir")
     if logdir in (None, ""):
-        path = run.dir / "tensorboard"
+        # The ranks of a group share one logdir beside their runs, so that one TensorBoard
+        # shows them side by side.
+        path = (run.dir.parent if run.group is not None else run.dir) / "tensorboard"
     else:
         path = Path(str(logdir).replace("{project}", run.project).replace("{run_id}", run.run_id))
+    if run.group is not None:
+        # TensorBoard's run selector then lists <group>/rank_0, <group>/rank_1, ...
+        rank = f"rank_{run.rank}" if run.rank is not None else _path_part(run.run_id)
+        path = path / _path_part(run.group) / rank
     flush_secs = raw.get("flush_secs", 0)
     if isinstance(flush_secs, bool) or not isinstance(flush_secs, (int, float)) or not flush_secs >= 0:
         _warn(f"flush_secs must be a number >= 0, got {flush_secs!r}; using 0")
@@ -113,6 +125,12 @@ def parse_options(run: RunInfo) -> Options:
         _warn(f"hparams_experiment must be true or false, got {experiment!r}; using false")
         experiment = False
     return Options(path.expanduser().absolute(), float(flush_secs), experiment)
+
+
+def _path_part(name: str) -> str:
+    """``name`` as one directory name: no separator, no ``.`` or ``..``."""
+    part = re.sub(r"[^\w.=+-]", "_", name)[:200]
+    return "_" + part if part in ("", ".", "..") else part
 
 
 def _warn(message: str) -> None:
@@ -213,7 +231,11 @@ class TensorBoardSession(TrackerSession):
         self._begin()
         self._start_hparams()
         refused: list[str] = []
-        events: dict[tuple[int, float], list[tuple[str, str, TensorProto]]] = {}
+        # One event per (step, time) holding its scalars as ``simple_value``: the float32 form
+        # that SummaryWriter.add_scalar writes and TensorBoard reads as scalars (data_compat), at
+        # a fraction of the cost of building a tensor per value.
+        events: dict[tuple[int, float], list[summary_pb2.Summary.Value]] = {}
+        value_of = summary_pb2.Summary.Value
         for point in points:
             tag = keys.to_tracker(point.key)
             held = self._claim(tag, SCALARS)
@@ -222,12 +244,15 @@ class TensorBoardSession(TrackerSession):
                 continue
             if self._already_written(tag, point.step, point.timestamp):
                 continue
-            # The data server that TensorBoard reads with by default drops DT_DOUBLE scalars.
-            tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=_SCALAR_SHAPE,
-                                            float_val=[point.value])
-            events.setdefault((point.step, point.timestamp), []).append((tag, SCALARS, tensor))
-        for (step, wall_time), values in events.items():
-            self._emit(step, wall_time, values)
+            events.setdefault((point.step, point.timestamp), []).append(
+                value_of(tag=tag, simple_value=point.value))
+        if events:
+            writer = self._open_writer()
+            for (step, wall_time), values in events.items():
+                self._step = max(self._step, step)
+                self._wall_time = max(self._wall_time, wall_time)
+                self._write(event_pb2.Event(step=step, wall_time=wall_time,
+                                            summary=summary_pb2.Summary(value=values)), writer)
         self.done()
         if refused:
             raise Rejected(
@@ -321,6 +346,44 @@ class TensorBoardSession(TrackerSession):
         what = "directory" if artifact.is_dir else "file"
         note = f"{artifact.kind.value} {what}, {artifact.size} bytes: `{folder}/{artifact.name}`"
         self._text(artifact_tag(folder, artifact.name), note, artifact.step, artifact.timestamp)
+        self.done()
+
+    def log_system_metrics(self, points: Sequence[MetricPoint]) -> None:
+        """Scalars under their ``system/`` keys. The event's wall time is the sample's time,
+        and its step is whole seconds since the run started, so the series reads the same on
+        TensorBoard's step and time axes and never steps back (a sample's training step may)."""
+        self.log_metrics([replace(point, step=seconds_since_start(point.timestamp, self.run.started_at))
+                          for point in points])
+
+    def log_console(self, output: ConsoleRecord) -> None:
+        """A text under ``_loggerhub_/console/<stream>`` at the record's training step, shown as
+        a verbatim block."""
+        self._begin()
+        self._start_hparams()
+        tag = console_tag(output.stream)
+        step = max(0, output.step)
+        if not self._already_written(tag, step, output.timestamp):
+            self._text(tag, verbatim(output.lines), step, output.timestamp)
+        self.done()
+
+    def log_context(self, context: RunContext) -> None:
+        """Three texts at step 0: the context as a markdown table, the requirements, and the git
+        diff (when the run's checkout was dirty)."""
+        self._begin()
+        self._start_hparams()
+        if not self._already_written(CONTEXT_TAG, 0, context.timestamp):
+            values = [(CONTEXT_TAG, TEXT, _text_tensor(context_markdown(context))),
+                      (REQUIREMENTS_TAG, TEXT, _text_tensor(verbatim(context.requirements().splitlines())))]
+            diff = context.git.diff_path if context.git is not None else None
+            missing = diff is not None and not diff.exists()
+            if diff is not None and not missing:
+                values.append((DIFF_TAG, TEXT, _text_tensor(verbatim(diff.read_text("utf-8", "replace").splitlines()))))
+            # One event: the context tag, checked above, is on disk only with the other two.
+            self._emit(0, context.timestamp, values)
+            self.done()
+            if missing:  # deleted from the run directory: no retry brings it back
+                raise Rejected(f"the git diff is gone from the run directory (the rest of the context "
+                               f"was written): {diff}")
         self.done()
 
     def on_event(self, event: LifecycleEvent) -> None:
@@ -550,6 +613,33 @@ def set_hparam(target: Any, value: ParamValue) -> None:
         target.string_value = value
     else:
         target.string_value = str(value)
+
+
+def console_tag(stream: str) -> str:
+    return keys.reserved(f"console/{stream}")
+
+
+def verbatim(lines: Sequence[str]) -> str:
+    """``lines`` as a markdown code block (indented four spaces): shown as written."""
+    return "\n".join("    " + line for line in lines)
+
+
+def context_markdown(context: RunContext) -> str:
+    """The run context as a two-column markdown table."""
+    rows: list[tuple[str, Any]] = [
+        ("command", " ".join(context.command)), ("python", context.python_version),
+        ("python executable", context.python_executable), ("host", context.hostname), ("os", context.os),
+        ("cpu", context.cpu), ("cpu count", "" if context.cpu_count is None else context.cpu_count),
+        ("gpus", ", ".join(context.gpus)), ("packages", len(context.packages)),
+    ]
+    git = context.git
+    if git is not None:
+        rows += [("git commit", git.commit), ("git branch", git.branch or ""), ("git remote", git.remote or ""),
+                 ("git dirty", str(git.dirty).lower()), ("git untracked", ", ".join(git.untracked))]
+        if git.diff_truncated:
+            rows.append(("git diff", "cut at loggerhub's size limit"))
+    rows += [(f"env {name}", value) for name, value in sorted(context.environment.items())]
+    return markdown_table(("context", ""), rows)
 
 
 def error_markdown(status: Status, error: RunError) -> str:

@@ -62,6 +62,8 @@ RUN_TAG = keys.reserved("run")
 PARAMS_TAG = keys.reserved("params")
 STATUS_TAG = keys.reserved("status")
 ANNOTATIONS = keys.reserved("annotations/")
+SYSTEM_PREFIX = "system/"
+CONSOLE_PREFIX = keys.reserved("console/")
 #: The plugins whose data becomes loggerhub records; the others are reported as not mapped.
 MAPPED_PLUGINS = frozenset({"scalars", "images", "text", "hparams"})
 #: Events that are not summaries, by the field they set.
@@ -296,7 +298,9 @@ def _import_run(root: Path, folder: Path, census: _Census, claimed: set[Path], f
     where = folder.relative_to(root).as_posix()
     with builder:
         _report_census(run, census, builder)
-        items = _scalar_items(run, where, source)
+        items = _scalar_items(run, where, source, system=ours)
+        if ours:
+            items += _console_items(run, where)
         items += _image_items(run, builder, where)
         items += _text_items(run, builder, where)
         items += [Pending(ts, 0, -1, _params_emit(values), where=(f"{where} [params]", None))
@@ -419,13 +423,19 @@ def _params_emit(values: dict[str, Any]) -> Emit:
 # --------------------------------------------------------------------------- data
 
 
-def _scalar_items(run: reader.TensorBoardRun, where: str, source: Source) -> list[Pending]:
-    """Points of one step and wall time share one event, as loggerhub logged them together."""
+def _scalar_items(run: reader.TensorBoardRun, where: str, source: Source, *, system: bool) -> list[Pending]:
+    """Points of one step and wall time share one event, as loggerhub logged them together.
+    With ``system`` (the backend's runs), the ``system/`` series are its system metrics."""
     groups: dict[tuple[float, int], list[dict[str, float]]] = {}
+    samples: dict[float, dict[str, float]] = {}
     for tag, series in run.scalars.items():
         key = keys.from_tracker(tag)
         if key is None:
             continue  # reported by the census as the plugin data it is
+        if system and key.startswith(SYSTEM_PREFIX):
+            for point in series:
+                samples.setdefault(point.wall_time, {})[key] = point.value
+            continue
         for point in series:
             records = groups.setdefault((point.wall_time, point.step), [])
             target = next((values for values in records if key not in values), None)
@@ -433,9 +443,35 @@ def _scalar_items(run: reader.TensorBoardRun, where: str, source: Source) -> lis
                 target = {}
                 records.append(target)
             target[key] = point.value
-    return [Pending(ts, step, 0, _metrics(values, source, (f"{where} [scalars at step {step}]", None)),
-                    where=(f"{where} [scalars at step {step}]", None))
-            for (ts, step), records in groups.items() for values in records]
+    items = [Pending(ts, step, 0, _metrics(values, source, (f"{where} [scalars at step {step}]", None)),
+                     where=(f"{where} [scalars at step {step}]", None))
+             for (ts, step), records in groups.items() for values in records]
+    # The backend's step of a sample is seconds since the start: each gets the training step
+    # reached at its time instead.
+    items += [Pending(ts, -1, 0, _system(values), auto_step=True, where=(f"{where} [system metrics]", None))
+              for ts, values in samples.items()]
+    return items
+
+
+def _system(values: dict[str, float]) -> Emit:
+    return lambda b, step, ts: b.system_metrics(values, step, ts)
+
+
+def _console_items(run: reader.TensorBoardRun, where: str) -> list[Pending]:
+    """The backend's console texts (``_loggerhub_/console/<stream>``, a verbatim block each)."""
+    items = []
+    for tag, series in run.texts.items():
+        if tag.startswith(CONSOLE_PREFIX):
+            stream = tag[len(CONSOLE_PREFIX):]
+            for text in series:
+                lines = [line.removeprefix("    ") for line in text.text.split("\n")]
+                items.append(Pending(text.wall_time, text.step, 2, _console(stream, lines),
+                                     where=(f"{where} [console {stream[:40]} step {text.step}]", None)))
+    return items
+
+
+def _console(stream: str, lines: list[str]) -> Emit:
+    return lambda b, step, ts: b.console(stream, lines, step, ts)
 
 
 def _metrics(values: dict[str, float], source: Source, where: tuple[str, int | None]) -> Emit:

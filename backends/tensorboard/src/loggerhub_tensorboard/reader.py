@@ -26,6 +26,10 @@ from loggerhub_tensorboard import keys
 STATUS_TAG = keys.reserved("status")
 ERROR_TAG = keys.reserved("error")
 PARAMS_TAG = keys.reserved("params")
+CONTEXT_TAG = keys.reserved("context")
+REQUIREMENTS_TAG = keys.reserved("context/requirements")
+DIFF_TAG = keys.reserved("context/git_diff")
+CONSOLE_PREFIX = keys.reserved("console/")
 FILE_FOLDERS = ("artifacts", "checkpoints")
 
 

@@ -31,16 +31,19 @@ from pathlib import Path
 from typing import Any
 
 import wandb
+from wandb.proto import wandb_internal_pb2
 
 from loggerhub_hookspecs import (
     ArtifactKind,
     ArtifactRecord,
     Box,
+    ConsoleRecord,
     FigureRecord,
     ImageRecord,
     MetricPoint,
     ParamValue,
     Rejected,
+    RunContext,
     RunError,
     RunInfo,
     Status,
@@ -65,6 +68,11 @@ EXIT_CODES = {Status.FINISHED: 0, Status.FAILED: 1, Status.KILLED: 130}
 BOX_GROUP = "predictions"
 CONFUSION_COLUMNS = ("Actual", "Predicted", "nPredictions")
 CONFUSION_SPEC = "wandb/confusion_matrix/v1"
+#: The identities of a system sample and of console lines, for the redelivery check: stats and
+#: output records carry their time (to the nanosecond) and no key or step.
+STATS, CONSOLE = "<stats>", "<console:{}>"
+#: wandb's record classes (generated per protobuf version, so untyped here).
+pb: Any = wandb_internal_pb2
 
 _PROJECT_FORBIDDEN = re.compile(r"[/\\#?%:]")
 _ARTIFACT_FORBIDDEN = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -160,7 +168,9 @@ class WandbSession(TrackerSession):
         os.environ.pop(wandb.env.SERVICE, None)
         self._wb = wandb.init(
             project=settings.project, entity=settings.entity, id=settings.run_id, name=run.name,
-            group=settings.group, tags=_tags(run.tags), dir=str(settings.dir), mode=settings.mode,  # type: ignore[arg-type]
+            # A rank group (per_rank=True) is W&B's own run group, each rank a job type in it.
+            group=run.group or settings.group, job_type=None if run.rank is None else f"rank-{run.rank}",
+            tags=_tags(run.tags), dir=str(settings.dir), mode=settings.mode,  # type: ignore[arg-type]
             resume="allow", reinit="create_new",
             settings=wandb.Settings(
                 # The delivery process's console, host metrics, code and environment are not the
@@ -181,6 +191,9 @@ class WandbSession(TrackerSession):
         self._wb.define_metric("*", step_metric=keys.STEP)
         self._wb.summary.update({keys.reserved("run_id"): run.run_id, keys.reserved("project"): run.project,
                                  keys.reserved("started_at"): run.started_at})
+        if run.group is not None:
+            self._wb.summary.update({keys.reserved("group"): run.group, keys.reserved("rank"): run.rank,
+                                     keys.reserved("world_size"): run.world_size})
 
     def _earlier_parts(self) -> int:
         """The next W&B step after this run's earlier run directories; remembers the identities
@@ -201,7 +214,13 @@ class WandbSession(TrackerSession):
             try:
                 # Streamed, history records only: a long run's earlier parts never sit in memory.
                 for record in datastore.iter_records(path, scan) if path is not None else ():
-                    if record.WhichOneof("record_type") != "history":
+                    kind = record.WhichOneof("record_type")
+                    if kind == "stats":
+                        recent.append((STATS, 0, record.stats.timestamp.ToNanoseconds()))
+                    elif kind == "output_raw":
+                        stream = "stderr" if record.output_raw.output_type == record.output_raw.STDERR else "stdout"
+                        recent.append((CONSOLE.format(stream), 0, record.output_raw.timestamp.ToNanoseconds()))
+                    if kind != "history":
                         continue
                     values = {(list(item.nested_key) or [item.key])[0]: item.value_json for item in record.history.item}
                     step: Any = json.loads(values.get(keys.STEP, "null"))
@@ -235,6 +254,93 @@ class WandbSession(TrackerSession):
                 row[key] = point.value
             if row:
                 self._log(row, *ident)
+
+    def log_system_metrics(self, points: Sequence[MetricPoint]) -> None:
+        interface = self._interface()
+        with self._delivery():
+            samples: dict[float, dict[str, float]] = {}
+            unknown = []
+            for point in points:
+                native = keys.stats_name(point.key)
+                if native is None:
+                    unknown.append(point)
+                else:
+                    samples.setdefault(point.timestamp, {})[native[0]] = point.value * native[1]
+            for timestamp, items in samples.items():
+                if interface is None or self._take(STATS, 0, _nanoseconds(timestamp)) is None:
+                    continue
+                # The record wandb's own monitor writes (interface.publish_stats), with the
+                # sample's time rather than the delivery's: the App's System section.
+                stats = pb.StatsRecord(stats_type=pb.StatsRecord.StatsType.SYSTEM)
+                stats.timestamp.FromNanoseconds(_nanoseconds(timestamp))
+                for name, value in items.items():
+                    stats.item.add(key=name, value_json=json.dumps(value))
+                interface._publish(pb.Record(stats=stats))
+                self._written.add((STATS, 0, _nanoseconds(timestamp)))
+        if unknown:
+            # A series a newer loggerhub samples goes where any metric goes.
+            self.log_metrics(unknown)
+
+    def log_console(self, output: ConsoleRecord) -> None:
+        if output.stream not in ("stdout", "stderr"):
+            raise Rejected(f"console stream {output.stream!r}: expected stdout or stderr")
+        interface = self._interface()
+        with self._delivery():
+            ident = (CONSOLE.format(output.stream), 0, _nanoseconds(output.timestamp))
+            if interface is None or self._take(*ident) is None:
+                return
+            # What wandb's own console capture sends (interface.publish_output_raw); wandb-core
+            # writes it to output.log, the App's Logs tab.
+            kind = pb.OutputRawRecord.STDERR if output.stream == "stderr" else pb.OutputRawRecord.STDOUT
+            record = pb.OutputRawRecord(output_type=kind, line="".join(line + "\n" for line in output.lines))
+            record.timestamp.FromNanoseconds(ident[2])
+            interface._publish_output_raw(record)
+            self._written.add(ident)
+
+    def log_context(self, context: RunContext) -> None:
+        interface = self._interface()
+        if interface is None:
+            return
+        with self._delivery():
+            # The environment record wandb's own metadata collection sends (the run's metadata:
+            # host, OS, Python, program and arguments, git commit and remote), and the packages,
+            # which wandb-core writes as requirements.txt in the run's files.
+            environment = pb.EnvironmentRecord(
+                os=context.os, python=context.python_version, host=context.hostname,
+                executable=context.python_executable, args=list(context.command[1:]),
+                program=context.command[0] if context.command else "", gpu_count=len(context.gpus),
+                gpu_type=context.gpus[0] if context.gpus else "", cpu_count=context.cpu_count or 0)
+            environment.started_at.FromNanoseconds(_nanoseconds(context.timestamp))
+            if context.git is not None:
+                environment.git.commit = context.git.commit
+                environment.git.remote_url = context.git.remote or ""
+            interface.publish_environment(environment)
+            packages = pb.PythonPackagesRequest()
+            for name, version in sorted(context.packages.items()):
+                packages.package.add(name=name, version=version)
+            interface._publish_python_packages(packages)
+            git = context.git
+            summary: dict[str, Any] = {keys.reserved("context/cpu"): context.cpu,
+                                       keys.reserved("context/environment"): dict(context.environment)}
+            if git is not None:
+                summary.update({keys.reserved("git/branch"): git.branch, keys.reserved("git/dirty"): git.dirty,
+                                keys.reserved("git/untracked"): list(git.untracked),
+                                keys.reserved("git/diff_truncated"): git.diff_truncated})
+            self._wb.summary.update(summary)
+            if git is not None and git.diff_path is not None:
+                if not git.diff_path.is_file():
+                    raise Rejected(f"git diff {git.diff_path} is gone from the run directory")
+                # Where wandb's own code saving puts the uncommitted changes: diff.patch in the
+                # run's files.
+                target = Path(self._wb.dir) / "diff.patch"
+                target.write_bytes(git.diff_path.read_bytes())
+                self._wb.save(str(target), base_path=self._wb.dir, policy="now")
+
+    def _interface(self) -> Any:
+        """The run's interface to wandb-core, or None in disabled mode (which keeps nothing).
+        wandb's run has no public call for stats, raw output or the environment: its own
+        monitor, console capture and metadata collection use this interface."""
+        return self._wb._interface
 
     def log_image(self, image: ImageRecord) -> None:
         with self._delivery():
@@ -364,6 +470,10 @@ class WandbSession(TrackerSession):
         else:
             artifact.add_file(str(record.path), name=record.name.rsplit("/", 1)[-1], policy="immutable")
         self._wb.log_artifact(artifact, aliases=aliases)
+
+
+def _nanoseconds(timestamp: float) -> int:
+    return round(timestamp * 1e9)
 
 
 def _is_chart(value: Any) -> bool:
