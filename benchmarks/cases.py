@@ -112,24 +112,60 @@ def case_mlflow_async(args: argparse.Namespace) -> dict[str, Any]:
     return {"seconds": seconds}
 
 
-def _loggerhub(args: argparse.Namespace, backends: list[str], keys: int) -> dict[str, Any]:
+class _Empty:
+    def log_metrics(self, metrics: Any, step: int | None = None) -> None:
+        pass
+
+
+def _floors(n: int, metrics: dict[str, float]) -> dict[str, float]:
+    """The interpreter's floors, timed like the call in the same process: a ``deque.append`` and
+    an empty method taking the same arguments as ``log_metrics`` (µs per call, best of 3)."""
+    queue: collections.deque[Any] = collections.deque()
+    append = queue.append
+    empty = _Empty().log_metrics
+    floors = {"deque_us": float("inf"), "empty_us": float("inf")}
+    for _ in range(3):
+        queue.clear()
+        floors["deque_us"] = min(floors["deque_us"], timed_loop(n, lambda i: append(0.5)) / n * 1e6)
+        floors["empty_us"] = min(floors["empty_us"], timed_loop(n, lambda i: empty(metrics, step=i)) / n * 1e6)
+    return floors
+
+
+def _loggerhub(args: argparse.Namespace, backends: list[str], keys: int, **telemetry: Any) -> dict[str, Any]:
+    """n calls of ``keys`` scalars, as fast as the loop goes, then finish(). Wall time of the loop
+    and the main thread's CPU time in it (what the call costs when no other process takes the
+    core), and the floors timed the same way in the same process just before. ``telemetry``:
+    ``init``'s telemetry switches (all on, at their defaults, when not given)."""
     import loggerhub
 
     run = loggerhub.init(project="bench", dir=args.workdir / "runs", backends=backends,
-                         options=tracker_options(args.workdir, args.tracking_uri), drain_timeout=600)
+                         options=tracker_options(args.workdir, args.tracking_uri), drain_timeout=900,
+                         **telemetry)
     metrics = {f"train/loss{k}": 0.5 for k in range(keys)}
     time.sleep(0.5 if backends == ["local"] else 8)  # let delivery processes finish importing
+    floors = _floors(min(args.n, 200_000), metrics)
     log = run.log_metrics
+    cpu = time.thread_time()
     seconds = timed_loop(args.n, lambda i: log(metrics, step=i))
+    cpu = time.thread_time() - cpu
     started = time.perf_counter()
     run.finish()
     undelivered = {name: r["undelivered"] for name, r in run.summary["trackers"].items()}
-    return {"seconds": seconds, "scalars": args.n * keys, "drain_seconds": time.perf_counter() - started,
-            "undelivered": undelivered}
+    return {"seconds": seconds, "cpu_seconds": cpu, "scalars": args.n * keys, **floors,
+            "drain_seconds": time.perf_counter() - started, "undelivered": undelivered}
 
 
 def case_loggerhub_local(args: argparse.Namespace) -> dict[str, Any]:
     return _loggerhub(args, ["local"], 1)
+
+
+def case_loggerhub_local_no_telemetry(args: argparse.Namespace) -> dict[str, Any]:
+    return _loggerhub(args, ["local"], 1, system_metrics=False, console=False, capture_context=False)
+
+
+def case_loggerhub_local_sampling(args: argparse.Namespace) -> dict[str, Any]:
+    # A sample every 0.2 s, 50 times the default rate, so that samples land inside the loop.
+    return _loggerhub(args, ["local"], 1, system_metrics_interval=0.2)
 
 
 def case_loggerhub_local_10(args: argparse.Namespace) -> dict[str, Any]:
@@ -147,13 +183,19 @@ def case_loggerhub_all_10(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- delivery throughput
 
 
+def _series(keys: int) -> list[str]:
+    """The metric keys of the delivery cases: ``train/loss`` and ``lr``, or ``keys`` of them."""
+    return ["train/loss", "lr"] if keys == 2 else [f"train/m{k:03d}" for k in range(keys)]
+
+
 def case_journal(args: argparse.Namespace) -> dict[str, Any]:
-    """Write the journal the delivery cases read: n steps of two keys."""
+    """Write the journal the delivery cases read: n steps of ``--keys`` keys (default two)."""
     import loggerhub
 
+    names = _series(args.keys)
     with loggerhub.init(project="bench", name="throughput", dir=args.workdir / "journal-runs") as run:
         for i in range(args.n):
-            run.log_metrics({"train/loss": 1.0 / (i + 1), "lr": 0.01}, step=i)
+            run.log_metrics({name: 1.0 / (i + k + 1) for k, name in enumerate(names)}, step=i)
     return {"seconds": 0.0, "run_dir": str(run.dir)}
 
 
@@ -183,8 +225,8 @@ def case_deliver(args: argparse.Namespace) -> dict[str, Any]:
 def case_bulk_native(args: argparse.Namespace) -> dict[str, Any]:
     """The same points through the tracker's own bulk API, as a hand-written integration would."""
     steps = list(range(args.n))
-    loss = [1.0 / (i + 1) for i in steps]
-    lr = [0.01] * args.n
+    names = _series(args.keys)
+    columns = {name: [1.0 / (i + k + 1) for i in steps] for k, name in enumerate(names)}
     tracker = args.tracker
     if tracker == "tensorboard":
         from tensorboard.compat.proto.event_pb2 import Event
@@ -195,8 +237,7 @@ def case_bulk_native(args: argparse.Namespace) -> dict[str, Any]:
         writer = EventFileWriter(str(args.workdir / "tb-bulk"))
         now = time.time()
         for i in steps:
-            summary = Summary(value=[Summary.Value(tag="train/loss", simple_value=loss[i]),
-                                     Summary.Value(tag="lr", simple_value=lr[i])])
+            summary = Summary(value=[Summary.Value(tag=name, simple_value=columns[name][i]) for name in names])
             writer.add_event(Event(wall_time=now, step=i, summary=summary))
         writer.close()
     elif tracker == "neptune":
@@ -206,8 +247,8 @@ def case_bulk_native(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         run = neptune.init_run(mode="offline", capture_stdout=False, capture_stderr=False,
                                capture_hardware_metrics=False, capture_traceback=False, source_files=[])
-        run["train/loss"].extend(loss, steps=steps)
-        run["lr"].extend(lr, steps=steps)
+        for name in names:
+            run[name].extend(columns[name], steps=steps)
         run.stop()
     elif tracker == "comet":
         os.environ["COMET_DISABLE_AUTO_LOGGING"] = "1"
@@ -220,7 +261,7 @@ def case_bulk_native(args: argparse.Namespace) -> dict[str, Any]:
             log_env_details=False, log_git_metadata=False, log_git_patch=False, log_env_gpu=False,
             log_env_host=False, log_env_cpu=False, log_code=False, display_summary_level=0)
         for i in steps:
-            experiment.log_metrics({"train/loss": loss[i], "lr": lr[i]}, step=i)
+            experiment.log_metrics({name: columns[name][i] for name in names}, step=i)
         experiment.end()
     elif tracker == "mlflow":
         from mlflow.entities import Metric
@@ -232,13 +273,60 @@ def case_bulk_native(args: argparse.Namespace) -> dict[str, Any]:
             client.create_experiment("bench-bulk"))
         run_id = client.create_run(experiment.experiment_id).info.run_id
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, i) for i in steps for k, v in (("train/loss", loss[i]), ("lr", lr[i]))]
+        metrics = [Metric(name, columns[name][i], now, i) for i in steps for name in names]
         for chunk in range(0, len(metrics), 1000):
             client.log_batch(run_id, metrics=metrics[chunk:chunk + 1000])
         client.set_terminated(run_id)
     else:
         raise SystemExit(f"unknown tracker {tracker}")
-    return {"seconds": time.perf_counter() - started, "points": 2 * args.n}
+    return {"seconds": time.perf_counter() - started, "points": len(names) * args.n}
+
+
+# --------------------------------------------------------------------------- realistic drain
+
+
+def case_drain(args: argparse.Namespace) -> dict[str, Any]:
+    """A realistic run, compressed: ``--keys`` scalars per step (200) for n steps (12,000 = 10
+    minutes at 20 steps/s), logged as fast as the loop goes to local and the four trackers. Then
+    finish(), timing how long after the loop each tracker's delivery process ends."""
+    import loggerhub
+
+    run = loggerhub.init(project="bench", name="drain", dir=args.workdir / "drain-runs",
+                         backends=["local", *TRACKERS], drain_timeout=3600,
+                         options=tracker_options(args.workdir / "drain", args.tracking_uri))
+    names = _series(args.keys)
+    metrics = dict.fromkeys(names, 0.5)
+    time.sleep(8)  # the delivery processes import their SDKs, as in a real run's first minute
+    log = run.log_metrics
+    started = time.perf_counter()
+    for i in range(args.n):
+        for k, name in enumerate(names):
+            metrics[name] = 1.0 / (i + k + 1)
+        log(metrics, step=i)
+    loop_seconds = time.perf_counter() - started
+    workers = {w.backend: w.process for w in run._workers}
+    ended: dict[str, float] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set() and len(ended) < len(workers):
+            for name, process in workers.items():
+                if name not in ended and process.poll() is not None:
+                    ended[name] = time.perf_counter() - started
+            stop.wait(0.1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    finish_started = time.perf_counter()
+    run.finish()
+    finish_seconds = time.perf_counter() - finish_started
+    stop.set()
+    watcher.join()
+    for name in workers:  # ended between the watcher's last look and finish() returning
+        ended.setdefault(name, time.perf_counter() - started)
+    return {"seconds": loop_seconds, "finish_seconds": finish_seconds, "points": args.n * len(names),
+            "tracker_seconds": ended,
+            "undelivered": {name: r["undelivered"] for name, r in run.summary["trackers"].items()}}
 
 
 # --------------------------------------------------------------------------- outage memory
@@ -482,6 +570,7 @@ def main() -> None:
     parser.add_argument("--tracking-uri", default="")
     parser.add_argument("--tracker", default="")
     parser.add_argument("--run-dir", default="")
+    parser.add_argument("--keys", type=int, default=2)
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     os.chdir(args.workdir)
