@@ -13,12 +13,11 @@ import pytest
 from loggerhub_neptune import offline
 from loggerhub_neptune.keys import monitoring_series, system_key
 
-import loggerhub
 from loggerhub import codec
 from loggerhub.delivery import sync
 from loggerhub.journal import JournalReader
+from loggerhub.testing.telemetry import DIFF, REQUIREMENTS, T0, telemetry_run
 
-T0 = 1.7e9
 SAMPLES = [
     {"system/cpu_percent": 12.5, "system/memory_used_mb": 3072.0, "system/process_memory_mb": 410.0,
      "system/gpu/0/utilization_percent": 80.0, "system/gpu/0/memory_used_mb": 1024.0,
@@ -27,8 +26,6 @@ SAMPLES = [
      "system/gpu/0/utilization_percent": 90.0, "system/gpu/0/memory_used_mb": 2048.0,
      "system/gpu/0/power_w": 160.0, "system/gpu/0/temperature_c": 62.0},
 ]
-REQUIREMENTS = {"numpy": "2.1.0", "torch": "2.5.1"}
-DIFF = "diff --git a/train.py b/train.py\n+print('changed')\n"
 
 
 @pytest.fixture(autouse=True)
@@ -39,28 +36,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _journal(tmp_path: Path, **init: Any) -> Any:
-    """A finished run whose journal holds two system samples, console lines of both streams and
-    a context with a dirty git checkout. The records are put the way the run's own sampler and
-    capture put them (the codec's builders); the producers run on timers and read the real
-    machine, and this test needs exact values to compare."""
-    # The producers themselves are off: their records are the ones put below.
-    with loggerhub.init(project="telemetry", name="tele", dir=tmp_path / "runs", backends=["local"],
-                        system_metrics=False, console=False, capture_context=False, **init) as run:
-        context = codec.context_fields(
-            command=["train.py", "--lr", "0.1"], python_version="3.11.9", python_executable="/usr/bin/python3",
-            hostname="node-7", os="Linux-6.1-x86_64", cpu="x86_64", cpu_count=8, gpus=["NVIDIA A100"],
-            packages=REQUIREMENTS, environment={"CUDA_VISIBLE_DEVICES": "0"},
-            git={"commit": "a" * 40, "branch": "main", "remote": "https://example.org/team/repo.git",
-                 "dirty": True, "untracked": ["notes.txt"], "diff_file": None, "diff_truncated": False},
-            redactor=run._redactor)
-        diff_file, truncated = codec.write_diff(run.dir, DIFF, run._redactor)
-        context["git"].update(diff_file=diff_file, diff_truncated=truncated)
-        run._put((codec.CONTEXT, T0, context))
-        for i, values in enumerate(SAMPLES):
-            run._put((codec.SYSTEM_METRICS, T0 + 10 * (i + 1), codec.system_fields(values, i)))
-        run._put((codec.CONSOLE, T0 + 11, codec.console_fields("stdout", ["epoch 1", "loss 0.5"], 1, run._redactor)))
-        run._put((codec.CONSOLE, T0 + 12, codec.console_fields("stderr", ["warning: slow"], 1, run._redactor)))
-    return run
+    return telemetry_run(tmp_path / "runs", SAMPLES, **init)
 
 
 def _deliver(run: Any, tmp_path: Path) -> dict[str, dict[str, Any]]:

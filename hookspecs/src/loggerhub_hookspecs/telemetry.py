@@ -81,3 +81,51 @@ def seconds_since_start(timestamp: float, started_at: float) -> int:
     started. It grows with wall time, the axis of these series, and stays the same when the
     sample is delivered again or the run is resumed."""
     return max(0, int(timestamp - started_at))
+
+
+@dataclass(frozen=True)
+class NativeNames:
+    """A tracker's own names for loggerhub's system series, both ways, for a tracker that names a
+    GPU's series ``<gpu_prefix><index>.<name>`` (``sys.gpu.0.gpu_utilization``).
+
+    :param host: ``SystemKey`` value -> (the tracker's name, factor from loggerhub's unit to its).
+    :param gpu: ``GpuQuantity`` value -> (the tracker's name after the GPU's index, factor).
+    :param gpu_prefix: what comes before a GPU's index (``"sys.gpu."``).
+    :param own_prefix: where a series the tracker does not sample goes, under loggerhub's name
+        with ``.`` for ``/`` (``"sys.loggerhub."`` + ``process_cpu_percent``).
+    """
+
+    host: dict[str, tuple[str, float]]
+    gpu: dict[str, tuple[str, float]]
+    gpu_prefix: str
+    own_prefix: str
+
+    def native(self, key: str) -> tuple[str, float] | None:
+        """The tracker's name for a system key and the factor to its unit; ``None`` for a key
+        this version does not know."""
+        parsed = parse_system_key(key)
+        if parsed is None:
+            return None
+        if key in self.host:
+            return self.host[key]
+        if parsed.gpu is not None and parsed.gpu_quantity is not None and parsed.gpu_quantity.value in self.gpu:
+            name, factor = self.gpu[parsed.gpu_quantity.value]
+            return f"{self.gpu_prefix}{parsed.gpu}.{name}", factor
+        return self.own_prefix + key.removeprefix("system/").replace("/", "."), 1.0
+
+    def key(self, name: str) -> tuple[str, float] | None:
+        """The system key of one of the tracker's series (its own, or one :meth:`native` named)
+        and the factor back to loggerhub's unit; ``None`` for a series loggerhub has no name for."""
+        for key, (native, factor) in self.host.items():
+            if name == native:
+                return key, 1 / factor
+        if name.startswith(self.gpu_prefix):
+            index, _, rest = name[len(self.gpu_prefix):].partition(".")
+            for quantity, (native, factor) in self.gpu.items():
+                if index.isdigit() and rest == native:
+                    return gpu_key(int(index), GpuQuantity(quantity)), 1 / factor
+        if name.startswith(self.own_prefix):
+            key = "system/" + name[len(self.own_prefix):].replace(".", "/")
+            if parse_system_key(key) is not None:
+                return key, 1.0
+        return None

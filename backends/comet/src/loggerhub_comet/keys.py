@@ -19,7 +19,7 @@ refused with :class:`NameTooLong` instead (the backend turns it into ``Rejected`
 
 from __future__ import annotations
 
-from loggerhub_hookspecs.telemetry import parse_system_key
+from loggerhub_hookspecs.telemetry import NativeNames
 
 ESCAPE = "!"
 #: Names the Comet SDK writes itself; user keys with these names are escaped.
@@ -86,35 +86,10 @@ _GPU = {
     "temperature_c": ("temperature", 1.0),
     "power_w": ("power_usage", 1000.0),
 }
-_HOST_BACK = {name: (key, 1 / factor) for key, (name, factor) in _HOST.items()}
-_GPU_BACK = {name: (quantity, 1 / factor) for quantity, (name, factor) in _GPU.items()}
+_NAMES = NativeNames(_HOST, _GPU, gpu_prefix="sys.gpu.", own_prefix=OWN_SYSTEM_PREFIX)
 
-
-def system_metric_name(key: str) -> tuple[str, float] | None:
-    """The Comet metric a loggerhub system key becomes and the factor to Comet's unit, or
-    ``None`` for a key this version does not know."""
-    parsed = parse_system_key(key)
-    if parsed is None:
-        return None
-    if key in _HOST:
-        return _HOST[key]
-    if parsed.gpu is not None and parsed.gpu_quantity is not None and parsed.gpu_quantity.value in _GPU:
-        name, factor = _GPU[parsed.gpu_quantity.value]
-        return f"sys.gpu.{parsed.gpu}.{name}", factor
-    return OWN_SYSTEM_PREFIX + key.removeprefix("system/").replace("/", "."), 1.0
-
-
-def system_key(name: str) -> tuple[str, float] | None:
-    """The loggerhub system key of a Comet system metric (comet_ml's own or one this backend
-    wrote) and the factor back to loggerhub's unit; ``None`` for a metric loggerhub has no name for."""
-    if name in _HOST_BACK:
-        return _HOST_BACK[name]
-    parts = name.split(".")
-    if len(parts) == 4 and parts[:2] == ["sys", "gpu"] and parts[2].isdigit() and parts[3] in _GPU_BACK:
-        quantity, factor = _GPU_BACK[parts[3]]
-        return f"system/gpu/{int(parts[2])}/{quantity}", factor
-    if name.startswith(OWN_SYSTEM_PREFIX):
-        key = "system/" + name[len(OWN_SYSTEM_PREFIX):].replace(".", "/")
-        if parse_system_key(key) is not None:
-            return key, 1.0
-    return None
+#: The Comet metric a loggerhub system key becomes and the factor to Comet's unit (None: unknown).
+system_metric_name = _NAMES.native
+#: The loggerhub system key of a Comet system metric (comet_ml's own or one this backend wrote)
+#: and the factor back to loggerhub's unit (None: a metric loggerhub has no name for).
+system_key = _NAMES.key

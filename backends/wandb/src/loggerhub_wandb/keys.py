@@ -8,7 +8,7 @@ or that begins with the escape character ``~``, gets one more leading ``~``.
 
 from __future__ import annotations
 
-from loggerhub_hookspecs.telemetry import parse_system_key
+from loggerhub_hookspecs.telemetry import NativeNames
 
 ESCAPE = "~"
 NAMESPACE = "loggerhub/"
@@ -58,35 +58,10 @@ _HOST = {"system/memory_percent": ("memory_percent", 1.0), "system/process_memor
 _GPU = {"utilization_percent": ("gpu", 1.0), "memory_percent": ("memoryAllocated", 1.0),
         "memory_used_mb": ("memoryAllocatedBytes", BYTES_PER_MB), "temperature_c": ("temp", 1.0),
         "power_w": ("powerWatts", 1.0)}
-_HOST_BACK = {name: (key, 1 / factor) for key, (name, factor) in _HOST.items()}
-_GPU_BACK = {name: (quantity, 1 / factor) for quantity, (name, factor) in _GPU.items()}
+_NAMES = NativeNames(_HOST, _GPU, gpu_prefix="gpu.", own_prefix=OWN_STATS_PREFIX)
 
-
-def stats_name(key: str) -> tuple[str, float] | None:
-    """The stats item a loggerhub system key becomes and the factor to wandb's unit, or ``None``
-    for a key this version does not know."""
-    parsed = parse_system_key(key)
-    if parsed is None:
-        return None
-    if key in _HOST:
-        return _HOST[key]
-    if parsed.gpu is not None and parsed.gpu_quantity is not None and parsed.gpu_quantity.value in _GPU:
-        name, factor = _GPU[parsed.gpu_quantity.value]
-        return f"gpu.{parsed.gpu}.{name}", factor
-    return OWN_STATS_PREFIX + key.removeprefix("system/").replace("/", "."), 1.0
-
-
-def system_key(name: str) -> tuple[str, float] | None:
-    """The loggerhub system key of a stats item (wandb's own or this backend's) and the factor
-    back to loggerhub's unit; ``None`` for an item loggerhub has no name for."""
-    if name in _HOST_BACK:
-        return _HOST_BACK[name]
-    parts = name.split(".")
-    if len(parts) == 3 and parts[0] == "gpu" and parts[1].isdigit() and parts[2] in _GPU_BACK:
-        quantity, factor = _GPU_BACK[parts[2]]
-        return f"system/gpu/{int(parts[1])}/{quantity}", factor
-    if name.startswith(OWN_STATS_PREFIX):
-        key = "system/" + name[len(OWN_STATS_PREFIX):].replace(".", "/")
-        if parse_system_key(key) is not None:
-            return key, 1.0
-    return None
+#: The stats item a loggerhub system key becomes and the factor to wandb's unit (None: unknown).
+stats_name = _NAMES.native
+#: The loggerhub system key of a stats item (wandb's own or this backend's) and the factor back to
+#: loggerhub's unit (None: an item loggerhub has no name for).
+system_key = _NAMES.key
