@@ -80,8 +80,9 @@ def build_parser(*, features: bool = True) -> argparse.ArgumentParser:
     plot.add_argument("-o", "--output", type=Path, required=True)
     plot.set_defaults(handler=cmd_plot)
 
-    sync = commands.add_parser("sync", help="deliver what a run has not yet delivered to its trackers")
-    sync.add_argument("run")
+    sync = commands.add_parser("sync", help="deliver what a run (or each run of a group) has not yet "
+                                            "delivered to its trackers")
+    sync.add_argument("run", help="a run id, a unique prefix, a run directory, latest, or a group id")
     sync.add_argument("--to", default=None, help="comma-separated trackers (default: the run's own)")
     sync.add_argument("--option", action="append", default=[], metavar="TRACKER.KEY=VALUE",
                       help="an option for a tracker, e.g. mlflow.tracking_uri=http://127.0.0.1:5000")
@@ -400,23 +401,38 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    """Deliver a run, or each run of a group (``sync <group id>``) in rank order. A rank still
+    being logged is left to its own delivery and said so."""
     from loggerhub.config import tracker_options
-    from loggerhub.delivery import sync
+    from loggerhub.delivery import DeliveryBusy, sync
+    from loggerhub.index import RunIndex
+    from loggerhub.journal import JournalReader
     from loggerhub.store import find_run
 
-    run_dir = find_run(args.run, _root(args))
+    root = _root(args)
+    run_dir = _exact_run(args.run, root)
+    members = [] if run_dir is not None or args.run == "latest" else RunIndex(root).runs(group=args.run)
+    runs = ([(run.dir, f"{run.name}: ") for run in sorted(members, key=lambda run: (run.rank is None, run.rank or 0))]
+            or [(run_dir or find_run(args.run, root), "")])
     to = [name.strip() for name in args.to.split(",")] if args.to else None
-    results = sync(run_dir, to, timeout=args.timeout, options=tracker_options(args.option),
-                   progress=sys.stderr.isatty())
-    from loggerhub.journal import JournalReader
-
-    last = JournalReader(run_dir).last_seq()
     failed = 0
-    for backend, status in results.items():
-        left = last - status.offset
-        failed += left > 0
-        state = "delivered" if left <= 0 else f"{left} records still undelivered"
-        print(f"{backend}: {state} ({status.delivered} delivered in total, {status.rejected} rejected)")
+    for run, prefix in runs:
+        try:
+            results = sync(run, to, timeout=args.timeout, options=tracker_options(args.option),
+                           progress=sys.stderr.isatty())
+        except DeliveryBusy as busy:
+            if not members:
+                raise
+            print(f"{prefix}{busy}")
+            continue
+        last = JournalReader(run).last_seq()
+        if members and not results:
+            print(f"{prefix}no tracker to deliver to (the journal is the run)")
+        for backend, status in results.items():
+            left = last - status.offset
+            failed += left > 0
+            state = "delivered" if left <= 0 else f"{left} records still undelivered"
+            print(f"{prefix}{backend}: {state} ({status.delivered} delivered in total, {status.rejected} rejected)")
     return 1 if failed else 0
 
 

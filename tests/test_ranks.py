@@ -247,8 +247,10 @@ def test_runs_group_lists_the_group_and_show_reads_it_as_one(
 
     crashed = RunIndex(store).runs(group="job-e")[-1]
     assert crashed.rank == 2
-    assert main(["--dir", str(store), "sync", crashed.run_id]) == 0
-    capsys.readouterr()
+    # The group as one: each rank delivered (ranks 0 and 1 have nothing left), rank 2 ended.
+    assert main(["--dir", str(store), "sync", "job-e"]) == 0
+    synced = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in synced] == [f"train-rank{rank}" for rank in range(3)]
     assert main(["--dir", str(store), "show", "job-e"]) == 0
     shown = capsys.readouterr().out
     assert "rank 2" in shown and "KILLED  Crashed: the logging process died" in shown
